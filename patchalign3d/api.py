@@ -1,0 +1,393 @@
+"""``segment()`` and ``segment_mesh()``: preprocessing, batching and label assignment (no model code).
+
+The defaults reproduce the released inference pipeline: centroid + unit-sphere normalisation, y/z swap for
+y-up input, FPS from point 0 (with the release kernel's quirk), 128 patches of 32 points, each point takes
+the logits of its nearest patch centre, temperature 0.07.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from patchalign3d.model.grouping import Patches
+from patchalign3d.model.patchalign3d import ASSIGN_MODES, RELEASE_TEMPERATURE, AssignMode, PatchAlign3D
+
+PointsLike = Union[np.ndarray, Tensor, str, os.PathLike]
+UP_AXES = ("y", "z")
+
+
+@dataclass
+class Segmentation:
+    """The result for one cloud. Arrays are numpy, in the input's order and frame.
+
+    Attributes:
+        points: ``(N, 3)`` the input points.
+        labels: ``(N,)`` int64 index into ``part_names``.
+        point_logits: ``(N, K)``.
+        part_names: the K names, as given.
+        patch_centers: ``(G, 3)`` patch centres, in the input frame.
+        patch_logits: ``(G, K)``.
+    """
+
+    points: np.ndarray
+    labels: np.ndarray
+    point_logits: np.ndarray
+    part_names: list[str]
+    patch_centers: np.ndarray
+    patch_logits: np.ndarray
+
+    @property
+    def named_labels(self) -> list[str]:
+        """``(N,)`` part name of each point."""
+        return [self.part_names[i] for i in self.labels]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``.npz`` (every array and the names) or ``.ply`` (points coloured by part)."""
+        from patchalign3d import viz
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".ply":
+            return viz.write_colored_ply(path, self.points, self.labels, len(self.part_names))
+        if path.suffix.lower() != ".npz":
+            raise ValueError(f"unsupported output type {path.suffix!r}; use .npz or .ply")
+        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        np.savez_compressed(path, part_names=np.array(self.part_names), **arrays)
+        return path
+
+    def to_png(self, path: str | os.PathLike, *, title: str | None = None) -> Path:
+        """A picture of the segmentation."""
+        from patchalign3d import viz
+
+        return viz.render_segmentation_png(self.points, self.labels, self.part_names, path, title=title)
+
+
+@dataclass
+class MeshSegmentation(Segmentation):
+    """A :class:`Segmentation` of points sampled on a mesh, plus per-vertex and per-face labels."""
+
+    mesh: Any = None
+    vertex_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    face_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+# -- inputs ---------------------------------------------------------------------------------------------
+def _as_cloud(points: PointsLike, index: int | None = None) -> np.ndarray:
+    where = "points" if index is None else f"points[{index}]"
+    if isinstance(points, (str, os.PathLike)):
+        from patchalign3d.data.io import load_points
+
+        return load_points(points)
+    if isinstance(points, Tensor):
+        arr = points.detach().cpu()
+        if arr.is_floating_point() and arr.dtype == torch.bfloat16:
+            arr = arr.float()
+        arr = arr.numpy()
+    elif isinstance(points, np.ndarray):
+        arr = points
+    else:
+        raise TypeError(f"{where} must be a numpy array, a torch tensor or a file path, got {type(points).__name__}")
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{where} must have shape (N, 3), got {tuple(arr.shape)}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{where} must hold floating point coordinates, got dtype {arr.dtype}")
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        first = np.flatnonzero(bad)[:5].tolist()
+        raise ValueError(f"{where} has {int(bad.sum())} points with NaN or infinite coordinates (first at rows {first})")
+    return arr
+
+
+def _as_clouds(points: PointsLike | Sequence[PointsLike]) -> tuple[list[np.ndarray], bool]:
+    """Clouds as a list, and whether the caller passed one cloud."""
+    if isinstance(points, (list, tuple)):
+        if not points:
+            raise ValueError("points is an empty list: nothing to segment")
+        return [_as_cloud(p, i) for i, p in enumerate(points)], False
+    if isinstance(points, (np.ndarray, Tensor)) and points.ndim == 3:
+        return [_as_cloud(p, i) for i, p in enumerate(points)], False
+    return [_as_cloud(points)], True
+
+
+@lru_cache(maxsize=2)
+def _cached_model(source: str | None) -> PatchAlign3D:
+    from patchalign3d.model.checkpoint import load_model
+
+    return load_model(source)
+
+
+def _resolve_model(model: PatchAlign3D | str | os.PathLike | None) -> PatchAlign3D:
+    if isinstance(model, PatchAlign3D):
+        return model
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return _cached_model(None if model is None else str(model))
+    raise TypeError(f"model must be a PatchAlign3D, a checkpoint path or repo id, or None; got {type(model).__name__}")
+
+
+def text_embeddings(text: Any, part_names: list[str], model: PatchAlign3D | None = None) -> Tensor:
+    """``(K, D)`` embeddings of ``part_names`` from a TextBank, an encoder, a spec string, an array or None.
+
+    ``None`` uses the text encoder the model was trained with when its checkpoint says so, else the
+    release's OpenCLIP ViT-bigG-14.
+    """
+    from patchalign3d.text import TextBank, TextEncoder, get_text_encoder
+
+    if isinstance(text, TextBank):
+        return text.lookup(part_names)
+    if isinstance(text, (Tensor, np.ndarray)):
+        emb = torch.as_tensor(np.asarray(text) if isinstance(text, np.ndarray) else text).float()
+        if emb.dim() != 2 or emb.shape[0] != len(part_names):
+            raise ValueError(f"text embeddings must be (K={len(part_names)}, D), got {tuple(emb.shape)}")
+        return emb
+    if text is None and model is not None and getattr(model, "text_meta", None):
+        text = model.text_meta.get("spec")
+    if text is None or isinstance(text, str):
+        text = get_text_encoder(text)
+    if isinstance(text, TextEncoder):
+        return TextBank.build(part_names, text).lookup(part_names)
+    raise TypeError(f"text must be a TextBank, a TextEncoder, an encoder spec, a (K, D) array or None; got {type(text).__name__}")
+
+
+def _validate_names(part_names: Sequence[str]) -> list[str]:
+    from patchalign3d.text import validate_part_names
+
+    return validate_part_names(part_names)
+
+
+# -- preprocessing ----------------------------------------------------------------------------------------
+@dataclass
+class _Prepared:
+    frame: np.ndarray  # (N, 3) all points, normalised and axis-swapped: the model's frame
+    encoded: np.ndarray  # indices of the points the model sees
+
+
+def _prepare(cloud: np.ndarray, *, normalize: bool, up_axis: str, max_points: int | None, seed: int, min_points: int) -> _Prepared:
+    n = len(cloud)
+    if n < min_points:
+        raise ValueError(f"a cloud needs at least {min_points} points (the patch size), got {n}")
+    x = cloud.astype(np.float32, copy=True)
+    if normalize:
+        x -= x.mean(axis=0)
+        radius = float(np.sqrt((x**2).sum(axis=1)).max())
+        if radius == 0.0:
+            raise ValueError("all points coincide: the cloud cannot be normalised")
+        x /= radius
+    if up_axis == "y":
+        x = x[:, [0, 2, 1]]  # the released model was trained on y-up data with y and z swapped
+    if max_points is not None and n > max_points:
+        encoded = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+    else:
+        encoded = np.arange(n)
+    return _Prepared(np.ascontiguousarray(x), encoded)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
+        return dtype
+    if dtype not in table:
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    return table[dtype]
+
+
+# -- the pipeline -----------------------------------------------------------------------------------------
+@torch.inference_mode()
+def _segment_clouds(
+    clouds: list[np.ndarray],
+    names: list[str],
+    *,
+    model: PatchAlign3D,
+    text: Any,
+    normalize: bool,
+    up_axis: str,
+    assign: AssignMode,
+    temperature: float | None,
+    max_points: int | None,
+    num_groups: int | None,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype,
+    batch_size: int,
+    seed: int,
+    queries: list[list[np.ndarray]] | None = None,
+) -> tuple[list[Segmentation], list[list[np.ndarray]]]:
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    if assign not in ASSIGN_MODES:
+        raise ValueError(f"assign must be one of {ASSIGN_MODES}, got {assign!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    amp = _parse_dtype(dtype)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    if model.training:
+        model.eval()
+    if next(model.parameters()).device != dev:
+        model = model.to(dev)
+    text_emb = text_embeddings(text, names, model).to(dev)
+
+    cfg = model.config
+    prepared = [
+        _prepare(c, normalize=normalize, up_axis=up_axis, max_points=max_points, seed=seed, min_points=cfg.group_size)
+        for c in clouds
+    ]
+    groups_wanted = num_groups or cfg.num_groups
+    # Group each cloud on its own (sizes differ), then run the network on batches of clouds with equal G.
+    patches: list[Patches] = []
+    for p in prepared:
+        enc = torch.from_numpy(p.frame[p.encoded]).to(dev)[None]
+        patches.append(model.group(enc, num_groups=min(groups_wanted, len(p.encoded))))
+    logits: list[Tensor | None] = [None] * len(clouds)
+    by_size: dict[int, list[int]] = {}
+    for i, pt in enumerate(patches):
+        by_size.setdefault(pt.centers.shape[1], []).append(i)
+    for members in by_size.values():
+        for s in range(0, len(members), batch_size):
+            chunk = members[s : s + batch_size]
+            neigh = torch.cat([patches[i].neighborhood for i in chunk])
+            centers = torch.cat([patches[i].centers for i in chunk])
+            with _autocast(dev, amp):
+                tokens = model.encoder(neigh, centers)
+                emb = model.embed_patches(tokens)
+            batch_logits = model.patch_logits(emb.float(), text_emb, temperature)
+            for j, i in enumerate(chunk):
+                logits[i] = batch_logits[j : j + 1]
+
+    results, query_logits = [], []
+    for i, (cloud, p, pt) in enumerate(zip(clouds, prepared, patches)):
+        encoded = torch.from_numpy(p.encoded).to(dev)
+        # Patch membership refers to the encoded subset: map it back to indices of the whole cloud.
+        full = Patches(pt.neighborhood, pt.centers, encoded[pt.center_idx], encoded[pt.member_idx])
+        frame = torch.from_numpy(p.frame).to(dev)[None]
+        pl = model.point_logits(frame, full, logits[i], assign)[0]
+        centers_in = cloud[full.center_idx[0].cpu().numpy()]
+        results.append(Segmentation(
+            points=cloud, labels=pl.argmax(-1).cpu().numpy().astype(np.int64), point_logits=pl.cpu().numpy(),
+            part_names=list(names), patch_centers=np.asarray(centers_in, dtype=np.float32),
+            patch_logits=logits[i][0].cpu().numpy(),
+        ))
+        extra = []
+        for q in (queries[i] if queries else []):
+            qf = _to_frame(q, cloud, normalize=normalize, up_axis=up_axis)
+            extra.append(model.point_logits(torch.from_numpy(qf).to(dev)[None], full, logits[i], assign)[0].cpu().numpy())
+        query_logits.append(extra)
+    return results, query_logits
+
+
+def _to_frame(q: np.ndarray, cloud: np.ndarray, *, normalize: bool, up_axis: str) -> np.ndarray:
+    """Apply the cloud's normalisation and axis swap to other points (mesh vertices, face centres)."""
+    x = q.astype(np.float32, copy=True)
+    if normalize:
+        c = cloud.astype(np.float32)
+        centre = c.mean(axis=0)
+        radius = float(np.sqrt(((c - centre) ** 2).sum(axis=1)).max())
+        x = (x - centre) / radius
+    return np.ascontiguousarray(x[:, [0, 2, 1]] if up_axis == "y" else x)
+
+
+def segment(
+    points: PointsLike | Sequence[PointsLike],
+    part_names: Sequence[str],
+    *,
+    model: PatchAlign3D | str | os.PathLike | None = None,
+    text: Any = None,
+    normalize: bool = True,
+    up_axis: str = "y",
+    assign: AssignMode = "nearest",
+    temperature: float | None = RELEASE_TEMPERATURE,
+    max_points: int | None = 2048,
+    num_groups: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "float32",
+    batch_size: int = 16,
+    seed: int = 0,
+) -> Segmentation | list[Segmentation]:
+    """Label every point with one of ``part_names``, in one feed-forward pass.
+
+    Args:
+        points: one cloud ``(N, 3)`` (numpy, torch or a file path), a ``(B, N, 3)`` array, or a list of clouds
+            of different sizes.
+        part_names: the K candidate names (non-empty, distinct after cleaning).
+        model: a :class:`PatchAlign3D`, a checkpoint path or Hub repo id, or None for the default release.
+        text: a :class:`~patchalign3d.text.TextBank` (names looked up as given), a text encoder or its spec
+            string (``"minilm"``, ``"openclip:ViT-bigG-14/laion2b_s39b_b160k"``), a ``(K, D)`` array, or None.
+        normalize: centre on the centroid and scale to the unit sphere (as released).
+        up_axis: ``"y"`` for y-up input (swapped to the model's z-up, as released) or ``"z"``.
+        assign: ``"nearest"`` (released), ``"membership"`` or ``"interpolate"``.
+        temperature: logit temperature (0.07 as released); None uses the model's learned scale.
+        max_points: clouds larger than this are encoded on a seeded random subset of this many points (the
+            model was trained on 2048); every point is still labelled. None encodes all points.
+        num_groups: patches per cloud (default the model's, 128). Clouds with fewer points than that get one
+            patch per point; clouds with fewer points than the patch size (32) are an error.
+        device, dtype: where and in what precision (``"float32"`` or ``"bfloat16"`` autocast) to run.
+        batch_size: clouds per forward pass.
+        seed: for the subset drawn when ``max_points`` applies.
+
+    Returns:
+        A :class:`Segmentation` for one cloud, a list of them for several.
+    """
+    names = _validate_names(part_names)
+    clouds, single = _as_clouds(points)
+    results, _ = _segment_clouds(
+        clouds, names, model=_resolve_model(model), text=text, normalize=normalize, up_axis=up_axis,
+        assign=assign, temperature=temperature, max_points=max_points, num_groups=num_groups, device=device,
+        dtype=dtype, batch_size=batch_size, seed=seed,
+    )
+    return results[0] if single else results
+
+
+def segment_mesh(
+    mesh_or_path: Any,
+    part_names: Sequence[str],
+    *,
+    num_points: int = 2048,
+    seed: int = 0,
+    **kwargs: Any,
+) -> MeshSegmentation:
+    """Segment a mesh: sample ``num_points`` on its surface, then label its vertices and faces.
+
+    Takes the keyword arguments of :func:`segment`. Vertex and face labels come from the same patch logits
+    and assignment mode as the sampled points (faces use their centroids).
+    """
+    import trimesh
+
+    from patchalign3d.data.io import load_mesh
+
+    mesh = load_mesh(mesh_or_path) if isinstance(mesh_or_path, (str, os.PathLike)) else mesh_or_path
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise ValueError("segment_mesh needs a trimesh.Trimesh with faces (or a mesh file path)")
+    if not np.isfinite(mesh.vertices).all():
+        raise ValueError("the mesh has NaN or infinite vertex coordinates")
+    names = _validate_names(part_names)
+    samples, _ = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
+    model = _resolve_model(kwargs.pop("model", None))
+    defaults = dict(text=None, normalize=True, up_axis="y", assign="nearest", temperature=RELEASE_TEMPERATURE,
+                    max_points=None, num_groups=None, device=None, dtype="float32", batch_size=1)
+    unknown = set(kwargs) - set(defaults)
+    if unknown:
+        raise TypeError(f"segment_mesh got unexpected keyword arguments {sorted(unknown)}")
+    opts = {**defaults, **kwargs}
+    verts = np.asarray(mesh.vertices, dtype=np.float32)
+    face_centers = np.asarray(mesh.triangles_center, dtype=np.float32)
+    (seg,), ((vlog, flog),) = _segment_clouds(
+        [samples.astype(np.float32)], names, model=model, seed=seed, queries=[[verts, face_centers]], **opts
+    )
+    return MeshSegmentation(
+        **vars(seg), mesh=mesh, vertex_labels=vlog.argmax(-1).astype(np.int64), face_labels=flog.argmax(-1).astype(np.int64)
+    )

@@ -1,0 +1,150 @@
+"""One loader for shapes on disk: meshes through trimesh, point clouds through trimesh or numpy.
+
+Supported: ``.ply .obj .glb .gltf .off .stl`` (trimesh; scenes flattened with their transforms),
+``.pcd`` (ASCII or binary, fields x y z first or anywhere), ``.npz``/``.npy`` and ``.txt``/``.xyz``/``.pts``
+(whitespace columns, x y z first).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".off", ".stl")
+POINT_SUFFIXES = (".pcd", ".npz", ".npy", ".txt", ".xyz", ".pts")
+SUPPORTED_SUFFIXES = MESH_SUFFIXES + POINT_SUFFIXES
+#: Keys looked for, in order, in an ``.npz`` of points.
+NPZ_POINT_KEYS = ("points", "xyz", "pos", "coords", "data")
+
+
+class ShapeFileError(ValueError):
+    """A shape file is missing, of an unknown type, empty or corrupt."""
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such shape file: {path}")
+    if path.stat().st_size == 0:
+        raise ShapeFileError(f"{path}: the file is empty")
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise ShapeFileError(f"{path}: unsupported file type {path.suffix!r}; expected one of {SUPPORTED_SUFFIXES}")
+
+
+def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | trimesh.PointCloud:
+    """A mesh file as a single ``Trimesh`` (scenes flattened), or a ``PointCloud`` for vertex-only files."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() in POINT_SUFFIXES:
+        return trimesh.PointCloud(load_points(path))
+    try:
+        loaded = trimesh.load(path, process=False)
+    except Exception as err:  # noqa: BLE001 - trimesh raises many types for corrupt files
+        raise ShapeFileError(f"{path}: could not be read as a mesh ({type(err).__name__}: {err})") from err
+    if isinstance(loaded, trimesh.Scene):
+        if not loaded.geometry:
+            raise ShapeFileError(f"{path}: the scene holds no geometry")
+        meshes = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
+        if meshes:
+            return trimesh.util.concatenate(meshes) if len(meshes) > 1 else meshes[0]
+        clouds = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.PointCloud)]
+        if clouds:
+            return trimesh.PointCloud(np.concatenate([c.vertices for c in clouds]))
+        raise ShapeFileError(f"{path}: the scene has neither triangles nor points")
+    if isinstance(loaded, (trimesh.Trimesh, trimesh.PointCloud)):
+        if len(loaded.vertices) == 0:
+            raise ShapeFileError(f"{path}: no vertices")
+        return loaded
+    raise ShapeFileError(f"{path}: trimesh returned a {type(loaded).__name__}, not a mesh or point cloud")
+
+
+def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
+    """A mesh file as one ``Trimesh`` with faces; clear error for point clouds and empty meshes."""
+    geom = load_geometry(path)
+    if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
+        raise ShapeFileError(f"{path}: has no faces (a point cloud?); a mesh is needed here")
+    return geom
+
+
+def load_points(path: str | os.PathLike) -> np.ndarray:
+    """The ``(N, 3)`` float32 points of a shape file (mesh files give their vertices)."""
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".pcd":
+            pts = _read_pcd(path)
+        elif suffix == ".npz":
+            pts = _read_npz(path)
+        elif suffix == ".npy":
+            pts = np.load(path, allow_pickle=False)
+        elif suffix in (".txt", ".xyz", ".pts"):
+            pts = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
+            if pts.shape[1] < 3:
+                raise ShapeFileError(f"{path}: needs at least 3 columns (x y z), found {pts.shape[1]}")
+            pts = pts[:, :3]
+        else:
+            pts = np.asarray(load_geometry(path).vertices)
+    except ShapeFileError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ShapeFileError(f"{path}: could not be read ({type(err).__name__}: {err})") from err
+    pts = np.asarray(pts)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ShapeFileError(f"{path}: points must be (N, 3), got shape {pts.shape}")
+    if len(pts) == 0:
+        raise ShapeFileError(f"{path}: no points")
+    return pts.astype(np.float32, copy=False)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        for key in NPZ_POINT_KEYS:
+            if key in data.files:
+                return data[key]
+        raise ShapeFileError(f"{path}: no points array; expected one of the keys {NPZ_POINT_KEYS}, found {data.files}")
+
+
+_PCD_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "<i1", ("I", 2): "<i2", ("I", 4): "<i4",
+              ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4", ("I", 8): "<i8", ("U", 8): "<u8"}
+
+
+def _read_pcd(path: Path) -> np.ndarray:
+    """x, y, z of a PCD v0.7 file (``DATA ascii`` or ``binary``; ``binary_compressed`` is refused)."""
+    raw = path.read_bytes()
+    header: dict[str, list[str]] = {}
+    offset = 0
+    while True:
+        end = raw.find(b"\n", offset)
+        if end < 0:
+            raise ShapeFileError(f"{path}: PCD header ends before its DATA line")
+        line = raw[offset:end].decode("ascii", "replace").strip()
+        offset = end + 1
+        if not line or line.startswith("#"):
+            continue
+        key, *values = line.split()
+        header[key.upper()] = values
+        if key.upper() == "DATA":
+            break
+    fields = header.get("FIELDS")
+    if not fields or not {"x", "y", "z"} <= set(fields):
+        raise ShapeFileError(f"{path}: PCD FIELDS must include x y z, found {fields}")
+    count = int(header.get("POINTS", header.get("WIDTH", ["0"]))[0])
+    mode = header["DATA"][0].lower()
+    cols = [fields.index(c) for c in ("x", "y", "z")]
+    if mode == "ascii":
+        table = np.loadtxt(raw[offset:].decode("ascii").splitlines(), dtype=np.float64, ndmin=2)
+        return table[:count, cols]
+    if mode == "binary":
+        sizes = [int(s) for s in header.get("SIZE", [])]
+        types = header.get("TYPE", [])
+        counts = [int(c) for c in header.get("COUNT", ["1"] * len(fields))]
+        try:
+            dtype = np.dtype([(f, _PCD_TYPES[(t, s)], (c,) if c > 1 else ()) for f, t, s, c in zip(fields, types, sizes, counts)])
+        except KeyError as err:
+            raise ShapeFileError(f"{path}: unsupported PCD field type {err.args[0]}") from None
+        table = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+        return np.stack([table["x"], table["y"], table["z"]], axis=1)
+    raise ShapeFileError(f"{path}: PCD DATA {mode!r} is not supported (use ascii or binary)")

@@ -1,0 +1,103 @@
+"""Pictures of segmentations: coloured point clouds as PNG (matplotlib, headless) and coloured PLY files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+#: Distinct colours for parts (matplotlib's tab10 then tab20b), RGB in [0, 1]. Unlabelled (-1) is grey.
+_UNLABELLED = (0.75, 0.75, 0.75)
+
+
+def part_colors(num_parts: int) -> np.ndarray:
+    """``(K, 3)`` RGB colours in [0, 1], stable for a given K."""
+    from matplotlib import colormaps
+
+    base = list(colormaps["tab10"].colors) + list(colormaps["tab20b"].colors) + list(colormaps["tab20c"].colors)
+    reps = -(-num_parts // len(base)) if num_parts else 1
+    return np.asarray((base * reps)[:num_parts], dtype=np.float64).reshape(-1, 3)
+
+
+def label_colors(labels: np.ndarray, num_parts: int) -> np.ndarray:
+    """``(N,)`` labels (-1 = none) -> ``(N, 3)`` uint8 RGB."""
+    labels = np.asarray(labels)
+    table = np.vstack([part_colors(num_parts), _UNLABELLED])
+    return (table[np.where(labels < 0, num_parts, labels)] * 255).round().astype(np.uint8)
+
+
+def write_colored_ply(path: str | os.PathLike, points: np.ndarray, labels: np.ndarray, num_parts: int) -> Path:
+    """Points coloured by part as a binary PLY (with a ``label`` vertex property)."""
+    import trimesh
+
+    path = Path(path)
+    colors = label_colors(labels, num_parts)
+    cloud = trimesh.PointCloud(np.asarray(points, dtype=np.float64), colors=colors)
+    path.write_bytes(trimesh.exchange.ply.export_ply(cloud, encoding="binary"))
+    return path
+
+
+def _view(points: np.ndarray, up_axis: str) -> np.ndarray:
+    # matplotlib's 3D axes are z-up; show y-up shapes upright.
+    return points[:, [0, 2, 1]] if up_axis == "y" else points
+
+
+def _draw(ax, pts: np.ndarray, labels: np.ndarray, part_names: Sequence[str], title: str | None, size: float) -> None:
+    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=label_colors(labels, len(part_names)) / 255.0, s=size, linewidths=0,
+               depthshade=False)
+    lo, hi = pts.min(0), pts.max(0)
+    centre, half = (lo + hi) / 2, (hi - lo).max() / 2 or 1.0
+    ax.set_xlim(centre[0] - half, centre[0] + half)
+    ax.set_ylim(centre[1] - half, centre[1] + half)
+    ax.set_zlim(centre[2] - half, centre[2] + half)
+    ax.set_box_aspect((1, 1, 1))
+    ax.view_init(elev=20, azim=-60)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
+def render_segmentation_png(
+    points: np.ndarray,
+    labels: np.ndarray,
+    part_names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    true_labels: np.ndarray | None = None,
+    up_axis: str = "y",
+    point_size: float = 4.0,
+    dpi: int = 110,
+) -> Path:
+    """Save a PNG of ``(N, 3)`` points coloured by ``(N,)`` labels, with a legend of part names.
+
+    With ``true_labels`` the picture shows prediction and ground truth side by side.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    points = np.asarray(points, dtype=np.float64)
+    pts = _view(points, up_axis)
+    panels = [("predicted" if true_labels is not None else None, np.asarray(labels))]
+    if true_labels is not None:
+        panels.append(("ground truth", np.asarray(true_labels)))
+    fig = plt.figure(figsize=(4.2 * len(panels) + 1.6, 4.4))
+    for i, (sub, lab) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1, projection="3d")
+        _draw(ax, pts, lab, part_names, sub, point_size)
+    colors = part_colors(len(part_names))
+    fig.legend(handles=[Patch(color=colors[k], label=n) for k, n in enumerate(part_names)], loc="center right",
+               fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(left=0.0, right=0.82 if len(panels) == 1 else 0.88, bottom=0.0, top=0.9, wspace=0.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
