@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from patchalign3d.cli import main
+from patchalign3d.model import patchalign3d_tiny
+from patchalign3d.model.checkpoint import export_released, load_model
+from patchalign3d.text import TextBank
+
+
+@pytest.fixture
+def tiny_files(tmp_path):
+    torch.manual_seed(0)
+    model = patchalign3d_tiny().eval()
+    ckpt = export_released(model, tmp_path / "tiny.pt")
+    names = ["seat", "leg", "back"]
+    bank = TextBank(names, torch.nn.functional.normalize(torch.randn(3, 64), dim=-1), {"text_dim": 64})
+    bank.save(tmp_path / "bank.pt")
+    return model, ckpt, tmp_path / "bank.pt"
+
+
+def test_segment_bundled_mesh_to_npz_and_png(tiny_files, tmp_path, capsys):
+    _, ckpt, bank = tiny_files
+    rc = main(["segment", "example:chair", "--parts", "seat, leg,back", "--checkpoint", str(ckpt),
+               "--text-bank", str(bank), "--out", str(tmp_path / "out.npz"), "--png", str(tmp_path / "out.png")])
+    assert rc == 0
+    with np.load(tmp_path / "out.npz") as f:
+        assert list(f["part_names"]) == ["seat", "leg", "back"]
+        assert f["labels"].shape == (2048,)
+        assert f["face_labels"].ndim == 1 and f["vertex_labels"].ndim == 1
+    assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "chair.ply: 2048 points" in capsys.readouterr().out
+
+
+def test_segment_point_file_to_ply(tiny_files, tmp_path):
+    _, ckpt, bank = tiny_files
+    np.savetxt(tmp_path / "c.txt", np.random.default_rng(0).normal(size=(300, 3)))
+    assert main(["segment", str(tmp_path / "c.txt"), "--parts", "seat,leg", "--checkpoint", str(ckpt),
+                 "--text-bank", str(bank), "--out", str(tmp_path / "c.ply")]) == 0
+    assert (tmp_path / "c.ply").stat().st_size > 300 * 15
+
+
+def test_segment_unknown_part_name_fails_clearly(tiny_files):
+    _, ckpt, bank = tiny_files
+    with pytest.raises(KeyError, match="armrest"):
+        main(["segment", "example:chair", "--parts", "seat,armrest", "--checkpoint", str(ckpt), "--text-bank", str(bank)])
+
+
+def test_export_lightning_checkpoint_round_trip(tmp_path):
+    """A checkpoint in the layout the training modules write exports to exactly the released keys."""
+    torch.manual_seed(1)
+    model = patchalign3d_tiny().eval()
+    ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()} | {"loss.bias": torch.zeros(())},
+            "patchalign3d": {"stage": 2, "config": model.config.to_dict(), "text": {"spec": "minilm"}}}
+    torch.save(ckpt, tmp_path / "stage2.ckpt")
+    assert main(["export", str(tmp_path / "stage2.ckpt"), str(tmp_path / "out.pt")]) == 0
+    blob = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert set(blob) == {"model", "proj", "temp"}
+    assert list(blob["model"]) == list(model.encoder.state_dict())
+    again = load_model(tmp_path / "out.pt")
+    assert again.text_meta == {"spec": "minilm"}
+    x = torch.rand(1, 200, 3)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_usage_and_unknown_command(capsys):
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
