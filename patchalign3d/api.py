@@ -140,7 +140,7 @@ def text_embeddings(text: Any, part_names: list[str], model: PatchAlign3D | None
     ``None`` uses the text encoder the model was trained with when its checkpoint says so, else the
     release's OpenCLIP ViT-bigG-14.
     """
-    from patchalign3d.text import TextBank, TextEncoder, get_text_encoder
+    from patchalign3d.text import TextBank, TextEncoder, get_text_encoder, spec_from_meta
 
     if isinstance(text, TextBank):
         return text.lookup(part_names)
@@ -149,8 +149,8 @@ def text_embeddings(text: Any, part_names: list[str], model: PatchAlign3D | None
         if emb.dim() != 2 or emb.shape[0] != len(part_names):
             raise ValueError(f"text embeddings must be (K={len(part_names)}, D), got {tuple(emb.shape)}")
         return emb
-    if text is None and model is not None and getattr(model, "text_meta", None):
-        text = model.text_meta.get("spec")
+    if text is None and model is not None:
+        text = spec_from_meta(model.text_meta)
     if text is None or isinstance(text, str):
         text = get_text_encoder(text)
     if isinstance(text, TextEncoder):
