@@ -163,3 +163,14 @@ def test_segment_mesh_gives_vertex_and_face_labels(tiny_model, bank):
 
 def test_public_namespace():
     assert pa.segment is segment and callable(pa.load_model) and pa.TextBank is TextBank
+
+
+def test_text_none_uses_the_encoder_the_checkpoint_names(cloud):
+    from patchalign3d.model import patchalign3d_tiny
+    from patchalign3d.text import get_text_encoder
+
+    model = patchalign3d_tiny(text_dim=384).eval()
+    model.text_meta = get_text_encoder("minilm").meta()
+    seg = segment(cloud, ["wing", "tail"], model=model)
+    bank = TextBank.build(["wing", "tail"], get_text_encoder("minilm"))
+    assert np.array_equal(seg.labels, segment(cloud, ["wing", "tail"], model=model, text=bank).labels)
