@@ -75,7 +75,9 @@ def load_points(path: str | os.PathLike) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".pcd":
-            pts = _read_pcd(path)
+            from patchalign3d.data.base import pcd_xyz  # the one PCD reader (ascii and binary)
+
+            pts = pcd_xyz(path)
         elif suffix == ".npz":
             pts = _read_npz(path)
         elif suffix == ".npy":
@@ -105,46 +107,3 @@ def _read_npz(path: Path) -> np.ndarray:
             if key in data.files:
                 return data[key]
         raise ShapeFileError(f"{path}: no points array; expected one of the keys {NPZ_POINT_KEYS}, found {data.files}")
-
-
-_PCD_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "<i1", ("I", 2): "<i2", ("I", 4): "<i4",
-              ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4", ("I", 8): "<i8", ("U", 8): "<u8"}
-
-
-def _read_pcd(path: Path) -> np.ndarray:
-    """x, y, z of a PCD v0.7 file (``DATA ascii`` or ``binary``; ``binary_compressed`` is refused)."""
-    raw = path.read_bytes()
-    header: dict[str, list[str]] = {}
-    offset = 0
-    while True:
-        end = raw.find(b"\n", offset)
-        if end < 0:
-            raise ShapeFileError(f"{path}: PCD header ends before its DATA line")
-        line = raw[offset:end].decode("ascii", "replace").strip()
-        offset = end + 1
-        if not line or line.startswith("#"):
-            continue
-        key, *values = line.split()
-        header[key.upper()] = values
-        if key.upper() == "DATA":
-            break
-    fields = header.get("FIELDS")
-    if not fields or not {"x", "y", "z"} <= set(fields):
-        raise ShapeFileError(f"{path}: PCD FIELDS must include x y z, found {fields}")
-    count = int(header.get("POINTS", header.get("WIDTH", ["0"]))[0])
-    mode = header["DATA"][0].lower()
-    cols = [fields.index(c) for c in ("x", "y", "z")]
-    if mode == "ascii":
-        table = np.loadtxt(raw[offset:].decode("ascii").splitlines(), dtype=np.float64, ndmin=2)
-        return table[:count, cols]
-    if mode == "binary":
-        sizes = [int(s) for s in header.get("SIZE", [])]
-        types = header.get("TYPE", [])
-        counts = [int(c) for c in header.get("COUNT", ["1"] * len(fields))]
-        try:
-            dtype = np.dtype([(f, _PCD_TYPES[(t, s)], (c,) if c > 1 else ()) for f, t, s, c in zip(fields, types, sizes, counts)])
-        except KeyError as err:
-            raise ShapeFileError(f"{path}: unsupported PCD field type {err.args[0]}") from None
-        table = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
-        return np.stack([table["x"], table["y"], table["z"]], axis=1)
-    raise ShapeFileError(f"{path}: PCD DATA {mode!r} is not supported (use ascii or binary)")

@@ -1,0 +1,58 @@
+"""Benchmark datasets (ShapeNetPart, FAUST, Find3D's Objaverse benchmark, PartNet-Mobility style samples).
+
+Every loader yields :class:`PartShape` items (``labels`` index ``part_names``, ``-1`` = unlabelled);
+:func:`build_dataset` opens one by benchmark name. Generic point/mesh reading lives in
+:mod:`patchalign3d.data.io`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from patchalign3d.data.base import DatasetFormatError, PartDataset, PartShape, ShapeRecord, read_pcd
+from patchalign3d.data.faust import FAUST
+from patchalign3d.data.objaverse_bench import ObjaverseBench
+from patchalign3d.data.partnet import PartNetMobility
+from patchalign3d.data.shapenetpart import (
+    SHAPENETPART_PARTS,
+    ShapeNetPart,
+    ShapeNetPartH5,
+    load_shapenetpart,
+)
+
+#: Benchmark name -> factory ``(root, **options) -> PartDataset``.
+DATASETS: dict[str, Callable[..., PartDataset]] = {
+    "shapenetpart": load_shapenetpart,
+    "shapenetpart-h5": ShapeNetPartH5,
+    "faust": FAUST,
+    "objaverse": ObjaverseBench,
+    "partnet": PartNetMobility,
+}
+
+
+def build_dataset(name: str, root: str | Path, **options: Any) -> PartDataset:
+    """Open benchmark ``name`` at ``root``; ``options`` go to the loader (``split``, ``categories``, ``limit``...)."""
+    key = name.lower()
+    if key not in DATASETS:
+        raise ValueError(f"unknown benchmark {name!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[key](root, **options)
+
+
+__all__ = [
+    "DATASETS",
+    "build_dataset",
+    "DatasetFormatError",
+    "PartDataset",
+    "PartShape",
+    "ShapeRecord",
+    "read_pcd",
+    "SHAPENETPART_PARTS",
+    "ShapeNetPart",
+    "ShapeNetPartH5",
+    "load_shapenetpart",
+    "FAUST",
+    "ObjaverseBench",
+    "PartNetMobility",
+]

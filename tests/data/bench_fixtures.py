@@ -1,0 +1,129 @@
+"""Writers of tiny benchmark folders in the real on-disk formats (used by the loader and evaluation tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+SYNSETS = {"Skateboard": "04225987", "Table": "04379243", "Chair": "03001627"}
+OFFSETS = {"Skateboard": 44, "Table": 47, "Chair": 12}
+
+
+def blob(counts: Sequence[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Points in separate clusters, ``counts[k]`` of them with label ``k`` (label ``-1`` for a negative key)."""
+    rng = np.random.default_rng(seed)
+    pts, labels = [], []
+    for k, n in enumerate(counts):
+        centre = np.array([np.cos(k), np.sin(k), 0.3 * k])
+        pts.append(centre + 0.1 * rng.normal(size=(n, 3)))
+        labels.append(np.full(n, k))
+    return np.concatenate(pts).astype(np.float32), np.concatenate(labels).astype(np.int64)
+
+
+def write_shapenetpart(root: Path, shapes: Sequence[tuple[str, str, str, Sequence[int]]]) -> Path:
+    """``shapes``: (category, shape id, split, per-part counts in local label order)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "synsetoffset2category.txt").write_text(
+        "".join(f"{c}\t{s}\n" for c, s in sorted(SYNSETS.items()))
+    )
+    lists: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for i, (cat, sid, split, counts) in enumerate(shapes):
+        pts, local = blob(counts, seed=i)
+        normals = np.tile([0.0, 0.0, 1.0], (len(pts), 1))
+        table = np.concatenate([pts, normals, (local + OFFSETS[cat])[:, None]], axis=1)
+        folder = root / SYNSETS[cat]
+        folder.mkdir(exist_ok=True)
+        np.savetxt(folder / f"{sid}.txt", table, fmt="%.6f")
+        lists[split].append(f"shape_data/{SYNSETS[cat]}/{sid}")
+    (root / "train_test_split").mkdir(exist_ok=True)
+    for split, entries in lists.items():
+        (root / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(json.dumps(entries))
+    return root
+
+
+def write_shapenetpart_h5(
+    root: Path, shapes: Sequence[tuple[int, np.ndarray, np.ndarray]], split: str = "test"
+) -> Path:
+    """``shapes``: (category index 0..15, points (N, 3), global part ids (N,)), written to one file."""
+    import h5py
+
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"ply_data_{split}0.h5"
+    with h5py.File(root / name, "w") as f:
+        f["data"] = np.stack([s[1] for s in shapes]).astype(np.float32)
+        f["label"] = np.array([[s[0]] for s in shapes], dtype=np.uint8)
+        f["pid"] = np.stack([s[2] for s in shapes]).astype(np.uint8)
+    (root / f"{split}_hdf5_file_list.txt").write_text(f"hdf5_data/{name}\n")
+    return root
+
+
+def write_obj(path: Path, verts: np.ndarray) -> None:
+    faces = "".join(f"f {i + 1} {i + 2} {i + 3}\n" for i in range(0, len(verts) - 2, 3))
+    path.write_text("# test mesh\n" + "".join(f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in verts) + faces)
+
+
+def write_faust_satr(root: Path, meshes: dict[str, Sequence[str]]) -> Path:
+    """``meshes``: name -> per-vertex label strings."""
+    (root / "scans").mkdir(parents=True, exist_ok=True)
+    for i, (name, labels) in enumerate(meshes.items()):
+        verts = np.random.default_rng(i).normal(size=(len(labels), 3))
+        write_obj(root / "scans" / f"{name}.obj", verts)
+    (root / "meshes.txt").write_text("".join(f"{n}\n" for n in meshes))
+    (root / "coarse_gt.json").write_text(json.dumps({n: list(v) for n, v in meshes.items()}))
+    return root
+
+
+def write_faust_npz(root: Path, shapes: dict[str, tuple[Sequence[str], np.ndarray]]) -> Path:
+    """``shapes``: name -> (label names, labels (N,))."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i, (name, (names, labels)) in enumerate(shapes.items()):
+        pts = np.random.default_rng(i).normal(size=(len(labels), 3)).astype(np.float32)
+        np.savez(root / f"{name}.npz", points=pts, labels=np.asarray(labels), label_names=np.array(names))
+    return root
+
+
+def write_pcd(path: Path, pts: np.ndarray, binary: bool = False) -> None:
+    n = len(pts)
+    head = (
+        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\n"
+        f"TYPE F F F F\nCOUNT 1 1 1 1\nWIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\n"
+    )
+    rgb = np.zeros((n, 1), np.float32)
+    if binary:
+        path.write_bytes((head + "DATA binary\n").encode() + np.hstack([pts, rgb]).astype("<f4").tobytes())
+    else:
+        path.write_text(head + "DATA ascii\n" + "".join(f"{x:.6f} {y:.6f} {z:.6f} 0\n" for x, y, z in pts))
+
+
+def write_objaverse(
+    root: Path, split: str, objects: dict[str, tuple[Sequence[str], Sequence[int]]], binary: bool = False
+) -> Path:
+    """``objects``: folder name -> (part names for labels 1..K, counts per raw label 0..K (0 = unlabelled))."""
+    for i, (folder, (names, counts)) in enumerate(objects.items()):
+        d = root / split / folder
+        d.mkdir(parents=True, exist_ok=True)
+        pts, raw = blob(counts, seed=i)
+        write_pcd(d / "points5000.pcd", pts, binary=binary)
+        np.save(d / "labels.npy", raw)  # raw label k = blob k; 0 is the unlabelled blob
+        (d / "label_map.json").write_text(json.dumps({str(k + 1): n for k, n in enumerate(names)}))
+    return root
+
+
+def write_partnet(
+    root: Path, objects: dict[str, tuple[str, dict[int, str], Sequence[int]]], n: int = 100
+) -> Path:
+    """``objects``: id -> (category, {link index: semantic}, link index per blob; ``counts`` of ``n // blobs``)."""
+    for i, (oid, (cat, links, blob_links)) in enumerate(objects.items()):
+        d = root / oid
+        (d / "point_sample").mkdir(parents=True, exist_ok=True)
+        per = n // len(blob_links)
+        pts, b = blob([per] * len(blob_links), seed=i)
+        link_of_point = np.asarray(blob_links)[b]
+        np.savetxt(d / "point_sample" / f"pts-{len(pts)}.txt", pts, fmt="%.6f")
+        np.savetxt(d / "point_sample" / f"label-{len(pts)}.txt", link_of_point, fmt="%d")
+        (d / "semantics.txt").write_text("".join(f"link_{k} hinge {v}\n" for k, v in links.items()))
+        (d / "meta.json").write_text(json.dumps({"model_cat": cat}))
+    return root
