@@ -68,3 +68,20 @@ def test_usage_and_unknown_command(capsys):
     assert main([]) == 2
     assert main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_console_scripts_are_installed_and_route_to_lightningcli():
+    """`lightning fit -c configs/stage1.yaml` must work as typed after pip install: check the script parses it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bindir = Path(sys.executable).parent
+    for script in ("lightning", "patchalign3d"):
+        exe = bindir / script
+        assert exe.is_file(), f"console script {script} is not installed"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([str(bindir / "lightning"), "fit", "-c", "configs/stage1.yaml", "--print_config"],
+                         cwd=root, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Stage1Module" in out.stdout and "StoreDataModule" in out.stdout

@@ -1,0 +1,161 @@
+"""Training step time of both stages, and the share of each step spent waiting for data.
+
+Writes (once) a synthetic store in the documented schema (random points, 768-d float16 features, a few part
+masks per shape), then runs a few Lightning training steps per (stage, architecture) with the real
+DataModule (LitData StreamingDataLoader) and measures, per step:
+
+* step time: from the end of one training batch to the end of the next (everything the loop does);
+* data wait: from the end of one batch to the start of the next (the loader's ``next()`` plus the loop's own
+  bookkeeping), i.e. time in which no model computation ran.
+
+Usage::
+
+    python benchmarks/bench_train.py                       # tiny and base, stage 1 and 2, CPU, 2 workers
+    python benchmarks/bench_train.py --archs tiny --steps 20 --workers 0 2 4
+
+Target: data wait <= 10 % of the step time with 2 loader workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning import Callback, Trainer
+
+from patchalign3d.lit import Stage1Module, Stage2Module, StoreDataModule
+
+PART_NAMES = [f"part {i}" for i in range(24)]
+
+
+def _item(index: int, num_points: int, feature_dim: int) -> dict:
+    rng = np.random.default_rng(index)
+    points = rng.uniform(-1, 1, size=(num_points, 3)).astype(np.float32)
+    feats = rng.normal(size=(num_points, feature_dim)).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    k = int(rng.integers(3, 9))
+    names = [PART_NAMES[i] for i in rng.choice(len(PART_NAMES), size=k, replace=False)]
+    owner = np.argmin(np.abs(points[:, 1:2] - np.linspace(-1, 1, k)[None]), axis=1)  # slabs along y
+    return {
+        "uid": f"bench-{index:05d}", "category": "bench", "points": points, "features": feats.astype(np.float16),
+        "part_names": json.dumps(names), "part_masks": np.stack([owner == j for j in range(k)]).astype(np.uint8),
+        "meta": json.dumps({"schema_version": 1, "teacher": "random", "pretrained": False, "views": 0,
+                            "resolution": 0, "source": "benchmark"}),
+    }
+
+
+def ensure_store(root: Path, shapes: int, num_points: int, feature_dim: int) -> Path:
+    """Write the benchmark store unless one with the same settings is already there."""
+    from litdata import optimize
+
+    info = {"schema_version": 1, "feature_dim": feature_dim, "teacher": "random", "pretrained": False, "views": 0,
+            "resolution": 0, "num_points": num_points, "shapes": shapes, "part_names": PART_NAMES}
+    info_path = root / "store_info.json"
+    if info_path.is_file() and json.loads(info_path.read_text()) == info:
+        return root
+    t0 = time.perf_counter()
+    for split, n, offset in (("train", shapes, 0), ("val", 8, 10**6)):
+        optimize(fn=partial(_item, num_points=num_points, feature_dim=feature_dim),
+                 inputs=[offset + i for i in range(n)], output_dir=str(root / split), chunk_bytes="64MB",
+                 num_workers=2, mode="overwrite", verbose=False)
+    info_path.write_text(json.dumps(info))
+    print(f"wrote benchmark store {root} ({shapes} shapes x {num_points} points) in {time.perf_counter() - t0:.0f} s")
+    return root
+
+
+class StepTimer(Callback):
+    """Per-step wall time and data wait (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self.waits: list[float] = []
+        self._last_end: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last_end is not None:
+            self.waits.append(now - self._last_end)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last_end is not None:
+            self.steps.append(now - self._last_end)
+        self._last_end = now
+
+
+def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int, workers: int, steps: int,
+          warmup: int, precision: str, accelerator: str) -> dict:
+    common = dict(arch=arch, lr_encoder=1e-4, lr_head=1e-4)
+    if stage == 1:
+        module = Stage1Module(**common, teacher_dim=None)
+    else:
+        module = Stage2Module(**common, text_dim=1280, text_bank=str(bank), trainable="paper")
+    dm = StoreDataModule(str(store), batch_size=batch_size, num_points=2048, num_workers=workers,
+                         with_features=stage == 1, with_labels=stage == 2)
+    timer = StepTimer()
+    trainer = Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=warmup + steps + 1,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0, callbacks=[timer])
+    trainer.fit(module, datamodule=dm)
+    step_times, waits = timer.steps[warmup:], timer.waits[warmup:]
+    mean_step, mean_wait = statistics.mean(step_times), statistics.mean(waits)
+    return {"stage": stage, "arch": arch, "batch": batch_size, "workers": workers, "steps": len(step_times),
+            "step_s": round(mean_step, 4), "data_wait_s": round(mean_wait, 4),
+            "data_wait_pct": round(100 * sum(waits) / sum(step_times), 1),
+            "shapes_per_s": round(batch_size / mean_step, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", type=Path, default=Path(tempfile.gettempdir()) / "patchalign3d-bench-store")
+    p.add_argument("--shapes", type=int, default=400, help="train shapes in the benchmark store")
+    p.add_argument("--stored-points", type=int, default=4096, help="points per stored shape (2048 drawn per step)")
+    p.add_argument("--feature-dim", type=int, default=768)
+    p.add_argument("--archs", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
+    p.add_argument("--stages", nargs="+", type=int, default=[1, 2], choices=[1, 2])
+    p.add_argument("--batch-tiny", type=int, default=32)
+    p.add_argument("--batch-base", type=int, default=8, help="per-step shapes for the full-size model")
+    p.add_argument("--workers", nargs="+", type=int, default=[2])
+    p.add_argument("--steps", type=int, default=8, help="measured steps per configuration")
+    p.add_argument("--warmup", type=int, default=2, help="steps dropped before measuring")
+    p.add_argument("--precision", default="32-true")
+    p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args()
+
+    needed = max(args.batch_tiny if "tiny" in args.archs else 0, args.batch_base if "base" in args.archs else 0)
+    if needed * (args.steps + args.warmup + 2) > args.shapes:
+        p.error(f"--shapes {args.shapes} is less than one epoch of the run; use at least "
+                f"{needed * (args.steps + args.warmup + 2)} (epoch ends restart the loader workers)")
+    store = ensure_store(args.store, args.shapes, args.stored_points, args.feature_dim)
+    bank = args.store / "bench_bank.pt"
+    emb = torch.nn.functional.normalize(torch.randn(len(PART_NAMES), 1280), dim=-1)
+    torch.save({"keys": PART_NAMES, "emb": emb, "meta": {"text_dim": 1280, "backend": "random"}}, bank)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, accelerator={args.accelerator}, "
+          f"precision={args.precision}, stored points {args.stored_points}, features {args.feature_dim}-d")
+    header = f"{'stage':>5} {'arch':>5} {'batch':>5} {'workers':>7} {'step s':>8} {'wait s':>8} {'wait %':>7} {'shapes/s':>9}"
+    print(header)
+    results = []
+    for arch in args.archs:
+        for stage in args.stages:
+            for workers in args.workers:
+                batch = args.batch_tiny if arch == "tiny" else args.batch_base
+                r = bench(stage, arch, store, bank, batch, workers, args.steps, args.warmup, args.precision,
+                          args.accelerator)
+                results.append(r)
+                print(f"{r['stage']:>5} {r['arch']:>5} {r['batch']:>5} {r['workers']:>7} {r['step_s']:>8.3f} "
+                      f"{r['data_wait_s']:>8.3f} {r['data_wait_pct']:>7.1f} {r['shapes_per_s']:>9.1f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""The training store (LitData chunks written by ``data_engine``) as Lightning batches.
+
+Each item of the store is one shape (schema in ``docs/architecture.md``). Per step this module draws a random
+``num_points`` of the shape's points (a fixed, seeded draw for validation), swaps y and z as the release does
+(stored points are y-up, the model sees z-up, exactly like ``segment(up_axis="y")``), optionally re-centres
+and rescales like ``segment(normalize=True)``, and optionally augments. Batches are dicts:
+
+====================  =====================  ==================================================================
+key                   shape / type           meaning
+====================  =====================  ==================================================================
+``uid``               list[str] (B)          shape ids
+``category``          list[str] (B)          categories ("" when unknown)
+``points``            float32 (B, n, 3)      model-frame points
+``features``          float16 (B, n, D)      per-point teacher features (``with_features``)
+``texts``             list[str] (T)          de-duplicated union of the batch's part names (``with_labels``)
+``labels``            bool (B, n, T)         point ``p`` of shape ``b`` carries text ``t`` (``with_labels``)
+``text_mask``         bool (B, T)            text ``t`` is one of shape ``b``'s part names (``with_labels``)
+====================  =====================  ==================================================================
+
+Sharding across ranks and loader workers, shuffling, and mid-epoch resumption are LitData's: the training
+loader is a :class:`litdata.StreamingDataLoader`, whose ``state_dict`` Lightning stores in every checkpoint
+(``loops.fit_loop.state_dict.combined_loader``) and restores on ``--ckpt_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from litdata import StreamingDataLoader, StreamingDataset
+from torch import Tensor
+
+__all__ = ["SCHEMA_VERSION", "ShapeTransform", "StoreDataModule", "collate_shapes", "read_store_info"]
+
+#: Store schema this module reads.
+SCHEMA_VERSION = 1
+STORE_INFO = "store_info.json"
+
+
+def read_store_info(store: str) -> dict[str, Any]:
+    """``<store>/store_info.json`` as a dict (local paths or any fsspec URL); checks the schema version."""
+    path = f"{store.rstrip('/')}/{STORE_INFO}"
+    try:
+        if "://" in store:
+            import fsspec
+
+            with fsspec.open(path, "r") as f:
+                info = json.load(f)
+        else:
+            info = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} not found: {store!r} is not a training store (build one with `python -m data_engine`)"
+        ) from None
+    version = info.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"store {store!r} has schema_version {version!r}; this package reads {SCHEMA_VERSION}")
+    return info
+
+
+def _clean(name: str) -> str:
+    # Same normalisation as the text bank's clean_name for the comparison with the category.
+    try:
+        from patchalign3d.text import clean_name
+    except ImportError:  # the text package is optional for stage 1
+        return " ".join(name.lower().replace("_", " ").split())
+    return clean_name(name)
+
+
+@dataclass
+class ShapeTransform:
+    """Turns one raw store item into model-ready tensors (runs inside loader workers; picklable).
+
+    Args:
+        num_points: points drawn per shape (with replacement only when the shape has fewer).
+        train: random draw and augmentations; otherwise a draw seeded by the uid (reproducible validation).
+        swap_yz: swap y and z (stored data are y-up; the release's model sees them swapped).
+        normalize: centre on the centroid and scale to unit max radius (what ``segment()`` does).
+        with_features / with_labels: keep teacher features / part names and masks.
+        drop_category_label: drop part names equal to the shape's category (after name cleaning).
+        rotate_deg: uniform rotation in ``[-rotate_deg, rotate_deg]`` about the model's up axis (z after the
+            swap, else y); 0 disables. Release: 20.
+        scale_range: isotropic scale drawn uniformly from ``(lo, hi)``; None disables. Release: (0.9, 1.1).
+        translate: uniform shift in ``[-translate, translate]`` per axis; 0 disables. Release: 0.02.
+        jitter_sigma / jitter_clip: per-point Gaussian noise, clipped; sigma 0 disables. Release: 0.01 / 0.05.
+    """
+
+    num_points: int = 2048
+    train: bool = True
+    swap_yz: bool = True
+    normalize: bool = True
+    with_features: bool = True
+    with_labels: bool = True
+    drop_category_label: bool = False
+    rotate_deg: float = 0.0
+    scale_range: tuple[float, float] | None = None
+    translate: float = 0.0
+    jitter_sigma: float = 0.0
+    jitter_clip: float = 0.05
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        uid = str(item["uid"])
+        raw = np.asarray(item["points"])
+        if raw.ndim != 2 or raw.shape[1] != 3 or raw.shape[0] == 0:
+            raise ValueError(f"shape {uid!r}: points must have shape (N, 3) with N > 0, got {raw.shape}")
+        n = raw.shape[0]
+        # Fancy indexing copies, so the tensors below own writable memory (LitData's arrays are read-only).
+        idx = self._draw(n, uid).numpy()
+        points = torch.from_numpy(raw[idx].astype(np.float32, copy=False))
+        if self.swap_yz:
+            points = points[:, [0, 2, 1]]
+        if self.normalize:
+            points = points - points.mean(0)
+            points = points / points.norm(dim=1).max().clamp(min=1e-12)
+        if self.train:
+            points = self._augment(points)
+        out: dict[str, Any] = {"uid": uid, "category": str(item.get("category", "")), "points": points.contiguous()}
+        if self.with_features:
+            feats = np.asarray(item["features"])
+            if feats.ndim != 2 or feats.shape[0] != n:
+                raise ValueError(f"shape {uid!r}: features of shape {feats.shape} for {n} points")
+            out["features"] = torch.from_numpy(feats[idx])
+        if self.with_labels:
+            names = json.loads(item["part_names"])
+            masks = np.asarray(item["part_masks"])
+            if masks.shape != (len(names), n):
+                raise ValueError(
+                    f"shape {uid!r}: part_masks {masks.shape} do not match {len(names)} names x {n} points"
+                )
+            masks = torch.from_numpy(masks[:, idx].astype(bool))
+            if self.drop_category_label and out["category"]:
+                keep = [i for i, n in enumerate(names) if _clean(n) != _clean(out["category"])]
+                names, masks = [names[i] for i in keep], masks[keep]
+            out["part_names"], out["part_masks"] = names, masks
+        return out
+
+    def _draw(self, n: int, uid: str) -> Tensor:
+        # Validation draws are seeded by the uid, so every epoch and every rank sees the same points.
+        gen = None if self.train else torch.Generator().manual_seed(zlib.crc32(uid.encode()))
+        if n >= self.num_points:
+            return torch.randperm(n, generator=gen)[: self.num_points]
+        return torch.randint(n, (self.num_points,), generator=gen)
+
+    def _augment(self, points: Tensor) -> Tensor:
+        if self.rotate_deg:
+            theta = math.radians(self.rotate_deg) * (2 * torch.rand(()).item() - 1)
+            c, s = math.cos(theta), math.sin(theta)
+            # Rotate in the horizontal plane of the model frame (up = z after the swap, else y).
+            a, b = (0, 1) if self.swap_yz else (0, 2)
+            rot = torch.eye(3)
+            rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, -s, s, c
+            points = points @ rot.T
+        if self.scale_range is not None:
+            lo, hi = self.scale_range
+            points = points * (lo + (hi - lo) * torch.rand(()))
+        if self.translate:
+            points = points + (2 * torch.rand(3) - 1) * self.translate
+        if self.jitter_sigma:
+            points = points + (torch.randn_like(points) * self.jitter_sigma).clamp(-self.jitter_clip, self.jitter_clip)
+        return points
+
+
+def collate_shapes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack transformed items into a batch (see the module docstring for the keys).
+
+    Part names become one de-duplicated list for the batch, in order of first appearance; a shape's masks of
+    the same name are merged (a point carries text ``t`` if any of its masks named ``t`` covers it).
+    """
+    batch: dict[str, Any] = {
+        "uid": [it["uid"] for it in items],
+        "category": [it["category"] for it in items],
+        "points": torch.stack([it["points"] for it in items]),
+    }
+    if "features" in items[0]:
+        batch["features"] = torch.stack([it["features"] for it in items])
+    if "part_names" in items[0]:
+        texts = list(dict.fromkeys(n for it in items for n in it["part_names"]))
+        col = {t: j for j, t in enumerate(texts)}
+        n = batch["points"].shape[1]
+        labels = torch.zeros(len(items), n, len(texts), dtype=torch.bool)
+        text_mask = torch.zeros(len(items), len(texts), dtype=torch.bool)
+        for b, it in enumerate(items):
+            for name, mask in zip(it["part_names"], it["part_masks"]):
+                labels[b, :, col[name]] |= mask
+                text_mask[b, col[name]] = True
+        batch.update(texts=texts, labels=labels, text_mask=text_mask)
+    return batch
+
+
+class StoreDataModule(LightningDataModule):
+    """Batches of shapes from a training store.
+
+    Args:
+        store: store root (local folder or object-storage URL), holding ``store_info.json``, ``train/``, ``val/``.
+        batch_size: shapes per batch *per device* (the paper's 32 is global: divide by the number of devices).
+        val_batch_size: validation batch size (default: ``batch_size``).
+        num_points: points drawn per shape per step (2048 in the paper).
+        num_workers: loader worker processes per device.
+        train_split / val_split: store sub-folders; ``val_split=None`` disables validation.
+        test_split / predict_split: sub-folders for ``test`` / ``predict`` (default: the validation split).
+        shuffle: shuffle training shapes each epoch (LitData's chunk-aware shuffle, seeded by ``seed``).
+        with_features: load teacher features (stage 1); with_labels: load part names and masks (stage 2).
+        max_cache_size: LitData's local chunk-cache limit for remote stores.
+        swap_yz, normalize, drop_category_label, rotate_deg, scale_range, translate, jitter_sigma, jitter_clip:
+            see :class:`ShapeTransform`; augmentations apply to training only and are off by default.
+    """
+
+    def __init__(
+        self,
+        store: str,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_points: int = 2048,
+        num_workers: int = 4,
+        train_split: str = "train",
+        val_split: str | None = "val",
+        test_split: str | None = None,
+        predict_split: str | None = None,
+        shuffle: bool = True,
+        seed: int = 42,
+        with_features: bool = True,
+        with_labels: bool = True,
+        swap_yz: bool = True,
+        normalize: bool = True,
+        drop_category_label: bool = False,
+        rotate_deg: float = 0.0,
+        scale_range: tuple[float, float] | None = None,
+        translate: float = 0.0,
+        jitter_sigma: float = 0.0,
+        jitter_clip: float = 0.05,
+        max_cache_size: int | str = "50GB",
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or num_points < 1 or num_workers < 0:
+            raise ValueError(
+                f"batch_size and num_points must be >= 1 and num_workers >= 0, got {batch_size}, {num_points}, "
+                f"{num_workers}"
+            )
+        if not (with_features or with_labels):
+            raise ValueError("with_features and with_labels are both False: the batches would carry no targets")
+        if scale_range is not None and not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be (lo, hi) with 0 < lo <= hi, got {scale_range}")
+        self.save_hyperparameters()
+        self.store = str(store).rstrip("/")
+        self._info: dict[str, Any] | None = None
+        self._datasets: dict[str, StreamingDataset] = {}
+        common = dict(num_points=num_points, swap_yz=swap_yz, normalize=normalize, with_features=with_features,
+                      with_labels=with_labels, drop_category_label=drop_category_label)
+        self.train_transform = ShapeTransform(
+            train=True, rotate_deg=rotate_deg, scale_range=tuple(scale_range) if scale_range else None,
+            translate=translate, jitter_sigma=jitter_sigma, jitter_clip=jitter_clip, **common,
+        )
+        self.eval_transform = ShapeTransform(train=False, **common)
+
+    # -- store ---------------------------------------------------------------------------------------
+    @property
+    def store_info(self) -> dict[str, Any]:
+        """The store's ``store_info.json`` (read once)."""
+        if self._info is None:
+            self._info = read_store_info(self.store)
+        return self._info
+
+    @property
+    def feature_dim(self) -> int:
+        """Width ``D`` of the stored teacher features."""
+        return int(self.store_info["feature_dim"])
+
+    def _split_dir(self, split: str) -> str:
+        path = f"{self.store}/{split}"
+        if "://" not in path and not (Path(path) / "index.json").is_file():
+            raise FileNotFoundError(f"store split {path} has no index.json (is {self.store!r} a complete store?)")
+        return path
+
+    def _dataset(self, split: str, train: bool) -> StreamingDataset:
+        key = f"{split}:{train}"
+        if key not in self._datasets:
+            self._datasets[key] = StreamingDataset(
+                self._split_dir(split),
+                shuffle=train and self.hparams.shuffle,
+                drop_last=True if train else None,  # equal step counts on every rank
+                seed=self.hparams.seed,
+                max_cache_size=self.hparams.max_cache_size,
+                transform=self.train_transform if train else self.eval_transform,
+            )
+        return self._datasets[key]
+
+    def part_names(self, splits: tuple[str, ...] | None = None) -> list[str]:
+        """Every part name of the store, sorted (the vocabulary a stage-2 text bank must cover).
+
+        Read from ``store_info.json`` (``"part_names"``) when the data engine wrote it there, else gathered
+        by one pass over the items of ``splits`` (default: train and validation).
+        """
+        if "part_names" in self.store_info:
+            return sorted(set(self.store_info["part_names"]))
+        splits = splits or tuple(s for s in (self.hparams.train_split, self.hparams.val_split) if s)
+        names: set[str] = set()
+        for split in splits:
+            # A dataset without transform, read by global index: every rank may call this on its own.
+            ds = StreamingDataset(self._split_dir(split))
+            _ = ds[0]  # creates the chunk cache, so the item count is known
+            total = max(iv.chunk_end for iv in ds.cache.get_chunk_intervals())
+            if total > 10_000:
+                warnings.warn(
+                    f"gathering part names from {total} items of {split!r}: add \"part_names\" to "
+                    f"{STORE_INFO} to skip this pass",
+                    stacklevel=2,
+                )
+            names.update(n for i in range(total) for n in json.loads(ds[i]["part_names"]))
+        return sorted(names)
+
+    # -- Lightning hooks ---------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Datasets are created here, after the process group exists, so LitData sees the real world size.
+        _ = self.store_info  # fail early on a wrong store path
+        if stage == "fit":
+            self._dataset(self.hparams.train_split, train=True)
+        if stage in ("fit", "validate") and self.hparams.val_split:
+            self._dataset(self.hparams.val_split, train=False)
+
+    def _loader(self, split: str, train: bool) -> StreamingDataLoader:
+        workers = self.hparams.num_workers
+        return StreamingDataLoader(
+            self._dataset(split, train),
+            batch_size=self.hparams.batch_size if train else (self.hparams.val_batch_size or self.hparams.batch_size),
+            num_workers=workers,
+            collate_fn=collate_shapes,
+            pin_memory=torch.cuda.is_available(),
+            prefetch_factor=2 if workers else None,
+        )
+
+    def train_dataloader(self) -> StreamingDataLoader:
+        return self._loader(self.hparams.train_split, train=True)
+
+    def val_dataloader(self) -> StreamingDataLoader | list:
+        if not self.hparams.val_split:
+            return []
+        return self._loader(self.hparams.val_split, train=False)
+
+    def test_dataloader(self) -> StreamingDataLoader:
+        split = self.hparams.test_split or self.hparams.val_split
+        if not split:
+            raise ValueError("no test split: set data.test_split (or data.val_split)")
+        return self._loader(split, train=False)
+
+    def predict_dataloader(self) -> StreamingDataLoader:
+        split = self.hparams.predict_split or self.hparams.val_split
+        if not split:
+            raise ValueError("no predict split: set data.predict_split (or data.val_split)")
+        return self._loader(split, train=False)
