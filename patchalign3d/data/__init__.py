@@ -13,6 +13,7 @@ from typing import Any
 
 from patchalign3d.data.base import DatasetFormatError, PartDataset, PartShape, ShapeRecord, read_pcd
 from patchalign3d.data.faust import FAUST
+from patchalign3d.data.labelled_meshes import LabelledMeshes
 from patchalign3d.data.objaverse_bench import ObjaverseBench
 from patchalign3d.data.partnet import PartNetMobility
 from patchalign3d.data.shapenetpart import (
@@ -29,6 +30,7 @@ DATASETS: dict[str, Callable[..., PartDataset]] = {
     "faust": FAUST,
     "objaverse": ObjaverseBench,
     "partnet": PartNetMobility,
+    "labelled-meshes": LabelledMeshes,
 }
 
 
@@ -55,4 +57,5 @@ __all__ = [
     "FAUST",
     "ObjaverseBench",
     "PartNetMobility",
+    "LabelledMeshes",
 ]

@@ -287,7 +287,8 @@ def benchmark_protocol(benchmark: str) -> Protocol:
     ShapeNetPart: release prompts, category known, unit-sphere normalisation, y/z swap, 2048 points drawn with
     replacement (seeded), ``release`` IoU. FAUST: not normalised, all vertices, every label scored with an
     empty union counting 1 (``pointbert``). Objaverse: Find3D's convention (labels as given, ``find3d`` IoU,
-    unlabelled points count as false positives). PartNet-Mobility: like ShapeNetPart, all points.
+    unlabelled points count as false positives). PartNet-Mobility and labelled meshes (the demo's synthetic
+    shapes): like ShapeNetPart, all points.
     """
     key = benchmark.lower()
     if key.startswith("shapenetpart"):
@@ -296,7 +297,7 @@ def benchmark_protocol(benchmark: str) -> Protocol:
         return Protocol(normalize=False, metric="pointbert")
     if key == "objaverse":
         return Protocol(metric="find3d")
-    if key == "partnet":
+    if key in ("partnet", "labelled-meshes"):
         return Protocol()
     raise ValueError(f"no default protocol for benchmark {benchmark!r}")
 

@@ -188,6 +188,7 @@ class PromptEmbedder:
             TextBank,
             TextEncoder,
             get_text_encoder,
+            spec_from_meta,
         )
 
         self._memo: dict[tuple[str | None, tuple[str, ...]], Tensor] = {}
@@ -209,8 +210,8 @@ class PromptEmbedder:
                     "(build the bank with those templates instead)"
                 )
         else:
-            if text is None and getattr(model, "text_meta", None):
-                text = model.text_meta.get("spec")
+            if text is None:
+                text = spec_from_meta(getattr(model, "text_meta", None))
             if text is not None and not isinstance(text, (str, TextEncoder)):
                 raise TypeError(
                     f"text must be a TextBank, a mapping, a TextEncoder, a spec string or None; got {type(text).__name__}"
