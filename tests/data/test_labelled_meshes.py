@@ -42,8 +42,9 @@ def test_bad_sidecars(tmp_path):
     (tmp_path / "pair" / "p0.ply").unlink()
     with pytest.raises(DatasetFormatError, match="no mesh file"):
         build_dataset("labelled-meshes", tmp_path)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetFormatError, match="no '\\*.parts.json' part sidecars"):
-        build_dataset("labelled-meshes", tmp_path / "pair2" if (tmp_path / "pair2").mkdir() is None else tmp_path)
+        build_dataset("labelled-meshes", tmp_path / "empty")
 
 
 def test_evaluate_runs_on_labelled_meshes(tmp_path, tiny_model):
