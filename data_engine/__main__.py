@@ -1,0 +1,65 @@
+"""Command line: ``python -m data_engine precompute -c configs/data/<name>.yaml`` (``patchalign3d-data``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .pipeline import EngineError, load_config, precompute
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="patchalign3d-data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("precompute", help="meshes -> store (resumable)")
+    run.add_argument("-c", "--config", required=True, help="YAML config, e.g. configs/data/demo.yaml")
+    run.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. output=out/store teacher.pretrained=false"
+    )
+    run.add_argument("--limit", type=int, default=None, help="only the first N shapes in uid order")
+    run.add_argument("--dry-run", action="store_true", help="print what would be done and exit")
+    run.add_argument("--retry-failed", action="store_true", help="process shapes that failed before again")
+    run.add_argument("--overwrite", action="store_true", help="delete the output folder first")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _print_plan(summary: dict) -> None:
+    for split, c in summary["counts"].items():
+        print(
+            f"{split:>5}: {c['shapes']} shapes, {c['staged']} staged, {c['failed']} failed, "
+            f"{c['pending']} to do"
+        )
+    for p in summary["problems"]:
+        print(f"skipped {p['uid']} ({p['path']}): {p['reason']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except Exception as err:  # noqa: BLE001 - any config problem is reported the same way
+        print(f"error: bad config {args.config}: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = precompute(
+            config, limit=args.limit, dry_run=args.dry_run, retry_failed=args.retry_failed,
+            overwrite=args.overwrite, progress=not args.no_progress,
+        )  # fmt: skip
+    except (EngineError, FileNotFoundError, RuntimeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        _print_plan(summary)
+    else:
+        written = {s: len(u) for s, u in summary["written"].items()}
+        print(
+            f"store {config.output}: {json.dumps(written)}; {len(summary['failed'])} failed (see report.json)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
