@@ -21,38 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+# One table of ShapeNetPart's part names and global ids for the whole project (the release's names).
+from patchalign3d.data.shapenetpart import SHAPENETPART_OFFSETS, SHAPENETPART_PARTS
+
 #: Sidecar file next to a mesh: ``<stem>.parts.json``.
 SIDECAR_SUFFIX = ".parts.json"
 #: Find3D's per-object annotation files.
 FIND3D_FILES = ("points.pt", "mask2points.pt", "mask_labels.txt")
-
-#: ShapeNetPart's 50 global part ids, category by category, with the names commonly used for prompts.
-SHAPENETPART_PARTS: dict[str, list[str]] = {
-    "Airplane": ["body", "wing", "tail", "engine"],
-    "Bag": ["handle", "body"],
-    "Cap": ["panels", "peak"],
-    "Car": ["roof", "hood", "wheel", "body"],
-    "Chair": ["back", "seat", "leg", "arm"],
-    "Earphone": ["earcup", "headband", "data wire"],
-    "Guitar": ["head", "body", "neck"],
-    "Knife": ["blade", "handle"],
-    "Lamp": ["base", "lampshade", "canopy", "tube"],
-    "Laptop": ["keyboard", "screen"],
-    "Motorbike": ["gas tank", "seat", "wheel", "handle", "light", "body"],
-    "Mug": ["handle", "body"],
-    "Pistol": ["barrel", "handle", "trigger and guard"],
-    "Rocket": ["body", "fin", "nose"],
-    "Skateboard": ["wheel", "deck", "belt for foot"],
-    "Table": ["desktop", "leg", "support"],
-}
-#: The global id of each category's first part (ids run through the categories in the order above).
-SHAPENETPART_FIRST_ID: dict[str, int] = dict(
-    zip(
-        SHAPENETPART_PARTS,
-        np.cumsum([0] + [len(p) for p in SHAPENETPART_PARTS.values()]).tolist(),
-        strict=False,
-    )
-)
 
 
 class LabelError(ValueError):
@@ -280,7 +255,7 @@ def read_shapenetpart(path: str | os.PathLike, category: str) -> tuple[np.ndarra
     data = np.loadtxt(path, dtype=np.float64, ndmin=2)
     if data.shape[1] != 7:
         raise LabelError(f"{path}: expected 7 columns (x y z nx ny nz label), found {data.shape[1]}")
-    first = SHAPENETPART_FIRST_ID[category]
+    first = SHAPENETPART_OFFSETS[category]
     names = SHAPENETPART_PARTS[category]
     local = data[:, 6].astype(np.int64) - first
     if local.min() < 0 or local.max() >= len(names):

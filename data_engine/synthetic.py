@@ -28,8 +28,11 @@ from typing import Any
 
 import numpy as np
 import trimesh
+
 from trimesh import creation
 from trimesh.transformations import rotation_matrix
+
+from data_engine.labels import sidecar_path  # the one definition of where a mesh's part sidecar lives
 
 __all__ = [
     "CATEGORIES",
@@ -734,12 +737,6 @@ def generate(
 # --------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------
-
-
-def sidecar_path(mesh_path: str | os.PathLike[str]) -> Path:
-    """``<dir>/<stem>.parts.json`` next to ``mesh_path``."""
-    mesh_path = Path(mesh_path)
-    return mesh_path.with_name(f"{mesh_path.stem}.parts.json")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -50,7 +50,7 @@ class DemoSize:
 
 
 FULL = DemoSize(train_per_category=40, val_per_category=4, test_per_category=8, heldout_per_category=20,
-                stage1_epochs=12, stage2_epochs=25)
+                stage1_epochs=12, stage2_epochs=60)
 QUICK = DemoSize(train_per_category=8, val_per_category=2, test_per_category=2, heldout_per_category=4,
                  stage1_epochs=2, stage2_epochs=4, num_pictures=1)
 
