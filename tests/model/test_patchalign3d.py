@@ -81,3 +81,12 @@ def test_config_round_trip_and_unknown_keys():
 
 def test_initial_log_scale_is_release_temperature():
     assert math.isclose(patchalign3d_tiny().log_scale.exp().item(), 1 / 0.07, rel_tol=1e-6)
+
+
+def test_inference_chunking_over_clouds_is_exact():
+    model = patchalign3d_tiny().eval()
+    patches = model.group(torch.rand(5, 100, 3))
+    with torch.no_grad():
+        whole = model.encode_patches(patches)
+        model.encoder.inference_chunk = 2
+        assert torch.allclose(model.encode_patches(patches), whole, atol=1e-6)
