@@ -301,5 +301,8 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a few minutes instead of about twenty")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    # The demo only uses weights already on disk; offline mode makes the hub libraries say so at once instead
+    # of trying the network (it must be set before huggingface_hub is imported, which happens below).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_demo(args.out, quick=args.quick, seed=args.seed)
     return 0
