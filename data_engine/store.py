@@ -321,22 +321,31 @@ def optimize_split(
     Returns:
         The building folder.
     """
+    import multiprocessing
+
     import litdata
 
     building = building_dir(final_dir)
     if building.exists():  # left by a killed run; never visible to readers
         shutil.rmtree(building)
-    litdata.optimize(
-        fn=fn,
-        inputs=list(inputs),
-        output_dir=str(building),
-        chunk_bytes=chunk_bytes,
-        num_workers=max(1, num_workers),
-        reorder_files=False,
-        keep_data_ordered=True,
-        start_method=start_method,
-        verbose=False,
-    )
+    caller_method = multiprocessing.get_start_method(allow_none=True)
+    try:
+        litdata.optimize(
+            fn=fn,
+            inputs=list(inputs),
+            output_dir=str(building),
+            chunk_bytes=chunk_bytes,
+            num_workers=max(1, num_workers),
+            reorder_files=False,
+            keep_data_ordered=True,
+            start_method=start_method,
+            verbose=False,
+        )
+    finally:
+        # litdata.optimize sets the process-wide start method (force=True); left as "spawn", every later
+        # DataLoader in this process would respawn its workers each epoch (the demo's training ran 4x slower).
+        if multiprocessing.get_start_method(allow_none=True) != caller_method:
+            multiprocessing.set_start_method(caller_method, force=True)
     return building
 
 

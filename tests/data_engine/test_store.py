@@ -120,3 +120,11 @@ def test_litdata_round_trip(tmp_path):
         assert (
             decoded["part_names"] == [f"part {j}" for j in range(k)] and decoded["part_masks"].dtype == bool
         )
+
+
+def test_building_a_split_leaves_the_process_start_method_alone(tmp_path):
+    import multiprocessing
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    assert build_split(_emit, [("u0", 2, 0)], tmp_path / "train", num_workers=1, start_method="spawn")
+    assert multiprocessing.get_start_method(allow_none=True) == before
