@@ -298,7 +298,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="patchalign3d demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_out", help="output folder; a rerun reuses its generated shapes and store records")
-    p.add_argument("--quick", action="store_true", help="a few minutes instead of about twenty")
+    p.add_argument("--quick", action="store_true", help="about two minutes instead of about ten (smaller data, fewer epochs)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     # The demo only uses weights already on disk; offline mode makes the hub libraries say so at once instead
