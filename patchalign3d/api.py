@@ -169,26 +169,35 @@ def _validate_names(part_names: Sequence[str]) -> list[str]:
 class _Prepared:
     frame: np.ndarray  # (N, 3) all points, normalised and axis-swapped: the model's frame
     encoded: np.ndarray  # indices of the points the model sees
+    centre: np.ndarray  # (3,) subtracted, then divided by radius (0 and 1 without normalisation)
+    radius: float
+    up_axis: str
+
+    def to_frame(self, q: np.ndarray) -> np.ndarray:
+        """Other points of the same shape (mesh vertices, face centres) in the model's frame."""
+        x = (q.astype(np.float32) - self.centre) / self.radius
+        return np.ascontiguousarray(x[:, [0, 2, 1]] if self.up_axis == "y" else x)
 
 
 def _prepare(cloud: np.ndarray, *, normalize: bool, up_axis: str, max_points: int | None, seed: int, min_points: int) -> _Prepared:
     n = len(cloud)
     if n < min_points:
         raise ValueError(f"a cloud needs at least {min_points} points (the patch size), got {n}")
-    x = cloud.astype(np.float32, copy=True)
+    x = cloud.astype(np.float32)
+    centre, radius = np.zeros(3, np.float32), 1.0
     if normalize:
-        x -= x.mean(axis=0)
-        radius = float(np.sqrt((x**2).sum(axis=1)).max())
+        centre = x.mean(axis=0)
+        radius = float(np.sqrt(((x - centre) ** 2).sum(axis=1)).max())
         if radius == 0.0:
             raise ValueError("all points coincide: the cloud cannot be normalised")
-        x /= radius
-    if up_axis == "y":
-        x = x[:, [0, 2, 1]]  # the released model was trained on y-up data with y and z swapped
     if max_points is not None and n > max_points:
         encoded = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
     else:
         encoded = np.arange(n)
-    return _Prepared(np.ascontiguousarray(x), encoded)
+    # the released model was trained on y-up data with y and z swapped: to_frame applies the same swap
+    prepared = _Prepared(np.empty(0), encoded, centre, radius, up_axis)
+    prepared.frame = prepared.to_frame(cloud)
+    return prepared
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -284,21 +293,10 @@ def _segment_clouds(
         ))
         extra = []
         for q in (queries[i] if queries else []):
-            qf = _to_frame(q, cloud, normalize=normalize, up_axis=up_axis)
+            qf = p.to_frame(q)
             extra.append(model.point_logits(torch.from_numpy(qf).to(dev)[None], full, logits[i], assign)[0].cpu().numpy())
         query_logits.append(extra)
     return results, query_logits
-
-
-def _to_frame(q: np.ndarray, cloud: np.ndarray, *, normalize: bool, up_axis: str) -> np.ndarray:
-    """Apply the cloud's normalisation and axis swap to other points (mesh vertices, face centres)."""
-    x = q.astype(np.float32, copy=True)
-    if normalize:
-        c = cloud.astype(np.float32)
-        centre = c.mean(axis=0)
-        radius = float(np.sqrt(((c - centre) ** 2).sum(axis=1)).max())
-        x = (x - centre) / radius
-    return np.ascontiguousarray(x[:, [0, 2, 1]] if up_axis == "y" else x)
 
 
 def segment(
