@@ -102,29 +102,13 @@ def run(
     g = torch.Generator().manual_seed(0)
     text = {n: torch.nn.functional.normalize(torch.randn(text_dim, generator=g), dim=0) for n in names}
     opts = {"split": split, "limit": limit}
+    run = functools.partial(evaluate, "shapenetpart", root, model=model, text=text, protocol=protocol,
+                            device=device, batch_size=batch_size)
     # warm-up on a few shapes (first-call allocations, thread pools)
-    evaluate(
-        "shapenetpart",
-        root,
-        model=model,
-        text=text,
-        protocol=protocol,
-        device=device,
-        batch_size=batch_size,
-        dataset_options={**opts, "limit": min(batch_size, limit or batch_size)},
-    )
+    run(dataset_options={**opts, "limit": min(batch_size, limit or batch_size)})
     timer = ForwardTimer(model)
     t = time.perf_counter()
-    report = evaluate(
-        "shapenetpart",
-        root,
-        model=model,
-        text=text,
-        protocol=protocol,
-        device=device,
-        batch_size=batch_size,
-        dataset_options=opts,
-    )
+    report = run(dataset_options=opts)
     total = time.perf_counter() - t
     n = report["dataset"]["num_shapes"]
     return {
