@@ -51,7 +51,8 @@ def _item(index: int, num_points: int, feature_dim: int) -> dict:
     }
 
 
-def ensure_store(root: Path, shapes: int, num_points: int, feature_dim: int) -> Path:
+def ensure_store(root: Path, shapes: int, num_points: int, feature_dim: int, *, workers: int = 2,
+                 start_method: str | None = None) -> Path:
     """Write the benchmark store unless one with the same settings is already there."""
     from litdata import optimize
 
@@ -64,7 +65,7 @@ def ensure_store(root: Path, shapes: int, num_points: int, feature_dim: int) -> 
     for split, n, offset in (("train", shapes, 0), ("val", 8, 10**6)):
         optimize(fn=partial(_item, num_points=num_points, feature_dim=feature_dim),
                  inputs=[offset + i for i in range(n)], output_dir=str(root / split), chunk_bytes="64MB",
-                 num_workers=2, mode="overwrite", verbose=False)
+                 num_workers=workers, mode="overwrite", verbose=False, start_method=start_method)
     info_path.write_text(json.dumps(info))
     print(f"wrote benchmark store {root} ({shapes} shapes x {num_points} points) in {time.perf_counter() - t0:.0f} s")
     return root
