@@ -12,6 +12,11 @@ Usage::
 
     python benchmarks/bench_train.py                       # tiny and base, stage 1 and 2, CPU, 2 workers
     python benchmarks/bench_train.py --archs tiny --steps 20 --workers 0 2 4
+    python benchmarks/bench_train.py --archs demo --precision 32-true bf16-mixed   # the demo's steps, both precisions
+
+``demo`` is the demo's model (``configs/demo/stage*.yaml``: the tiny preset with 64 patches of 32 points,
+batch 8, stage 2 training everything against 384-d text). Several ``--precision`` values are measured in
+turn in the same run, so their ratio is taken on the same machine state.
 
 Target: data wait <= 10 % of the step time with 2 loader workers.
 """
@@ -33,6 +38,8 @@ from lightning import Callback, Trainer
 from patchalign3d.lit import Stage1Module, Stage2Module, StoreDataModule
 
 PART_NAMES = [f"part {i}" for i in range(24)]
+#: The demo's model (configs/demo/stage1.yaml and stage2.yaml).
+DEMO = {"arch": "tiny", "arch_overrides": {"num_groups": 64, "group_size": 32}, "text_dim": 384, "trainable": "all"}
 
 
 def _item(index: int, num_points: int, feature_dim: int) -> dict:
@@ -93,11 +100,15 @@ class StepTimer(Callback):
 
 def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int, workers: int, steps: int,
           warmup: int, precision: str, accelerator: str) -> dict:
-    common = dict(arch=arch, lr_encoder=1e-4, lr_head=1e-4)
+    demo = arch == "demo"
+    common = dict(arch=DEMO["arch"] if demo else arch, arch_overrides=DEMO["arch_overrides"] if demo else None,
+                  lr_encoder=1e-4, lr_head=1e-4)
     if stage == 1:
         module = Stage1Module(**common, teacher_dim=None)
     else:
-        module = Stage2Module(**common, text_dim=1280, text_bank=str(bank), trainable="paper")
+        text_dim = DEMO["text_dim"] if demo else 1280
+        module = Stage2Module(**common, text_dim=text_dim, text_bank=str(bank.with_name(f"bench_bank_{text_dim}.pt")),
+                              trainable=DEMO["trainable"] if demo else "paper")
     dm = StoreDataModule(str(store), batch_size=batch_size, num_points=2048, num_workers=workers,
                          with_features=stage == 1, with_labels=stage == 2)
     timer = StepTimer()
@@ -107,7 +118,8 @@ def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int
     trainer.fit(module, datamodule=dm)
     step_times, waits = timer.steps[warmup:], timer.waits[warmup:]
     mean_step, mean_wait = statistics.mean(step_times), statistics.mean(waits)
-    return {"stage": stage, "arch": arch, "batch": batch_size, "workers": workers, "steps": len(step_times),
+    return {"stage": stage, "arch": arch, "precision": precision, "batch": batch_size, "workers": workers,
+            "steps": len(step_times),
             "step_s": round(mean_step, 4), "data_wait_s": round(mean_wait, 4),
             "data_wait_pct": round(100 * sum(waits) / sum(step_times), 1),
             "shapes_per_s": round(batch_size / mean_step, 1)}
@@ -119,41 +131,47 @@ def main() -> None:
     p.add_argument("--shapes", type=int, default=400, help="train shapes in the benchmark store")
     p.add_argument("--stored-points", type=int, default=4096, help="points per stored shape (2048 drawn per step)")
     p.add_argument("--feature-dim", type=int, default=768)
-    p.add_argument("--archs", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
+    p.add_argument("--archs", nargs="+", default=["tiny", "base"], choices=["tiny", "base", "demo"])
     p.add_argument("--stages", nargs="+", type=int, default=[1, 2], choices=[1, 2])
     p.add_argument("--batch-tiny", type=int, default=32)
     p.add_argument("--batch-base", type=int, default=8, help="per-step shapes for the full-size model")
+    p.add_argument("--batch-demo", type=int, default=8, help="per-step shapes for the demo's model (its config's)")
     p.add_argument("--workers", nargs="+", type=int, default=[2])
     p.add_argument("--steps", type=int, default=8, help="measured steps per configuration")
     p.add_argument("--warmup", type=int, default=2, help="steps dropped before measuring")
-    p.add_argument("--precision", default="32-true")
+    p.add_argument("--precision", nargs="+", default=["32-true"], help="Lightning precisions, measured in turn")
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
 
-    needed = max(args.batch_tiny if "tiny" in args.archs else 0, args.batch_base if "base" in args.archs else 0)
+    batches = {"tiny": args.batch_tiny, "base": args.batch_base, "demo": args.batch_demo}
+    needed = max(batches[a] for a in args.archs)
     if needed * (args.steps + args.warmup + 2) > args.shapes:
         p.error(f"--shapes {args.shapes} is less than one epoch of the run; use at least "
                 f"{needed * (args.steps + args.warmup + 2)} (epoch ends restart the loader workers)")
     store = ensure_store(args.store, args.shapes, args.stored_points, args.feature_dim)
     bank = args.store / "bench_bank.pt"
-    emb = torch.nn.functional.normalize(torch.randn(len(PART_NAMES), 1280), dim=-1)
-    torch.save({"keys": PART_NAMES, "emb": emb, "meta": {"text_dim": 1280, "backend": "random"}}, bank)
+    for dim in (1280, 384):
+        emb = torch.nn.functional.normalize(torch.randn(len(PART_NAMES), dim), dim=-1)
+        torch.save({"keys": PART_NAMES, "emb": emb, "meta": {"text_dim": dim, "backend": "random"}},
+                   bank.with_name(f"bench_bank_{dim}.pt"))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, accelerator={args.accelerator}, "
-          f"precision={args.precision}, stored points {args.stored_points}, features {args.feature_dim}-d")
-    header = f"{'stage':>5} {'arch':>5} {'batch':>5} {'workers':>7} {'step s':>8} {'wait s':>8} {'wait %':>7} {'shapes/s':>9}"
+          f"precision={' '.join(args.precision)}, stored points {args.stored_points}, features {args.feature_dim}-d")
+    header = (f"{'stage':>5} {'arch':>5} {'precision':>10} {'batch':>5} {'workers':>7} {'step s':>8} {'wait s':>8} "
+              f"{'wait %':>7} {'shapes/s':>9}")
     print(header)
     results = []
     for arch in args.archs:
         for stage in args.stages:
             for workers in args.workers:
-                batch = args.batch_tiny if arch == "tiny" else args.batch_base
-                r = bench(stage, arch, store, bank, batch, workers, args.steps, args.warmup, args.precision,
-                          args.accelerator)
-                results.append(r)
-                print(f"{r['stage']:>5} {r['arch']:>5} {r['batch']:>5} {r['workers']:>7} {r['step_s']:>8.3f} "
-                      f"{r['data_wait_s']:>8.3f} {r['data_wait_pct']:>7.1f} {r['shapes_per_s']:>9.1f}", flush=True)
+                for precision in args.precision:
+                    r = bench(stage, arch, store, bank, batches[arch], workers, args.steps, args.warmup, precision,
+                              args.accelerator)
+                    results.append(r)
+                    print(f"{r['stage']:>5} {r['arch']:>5} {precision:>10} {r['batch']:>5} {r['workers']:>7} "
+                          f"{r['step_s']:>8.3f} {r['data_wait_s']:>8.3f} {r['data_wait_pct']:>7.1f} "
+                          f"{r['shapes_per_s']:>9.1f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
