@@ -352,9 +352,9 @@ def _as_mesh(obj: Any, index: int | None) -> tuple[Any, list[Any]]:
         pieces = [obj]
     else:
         raise TypeError(f"{where} must be a trimesh.Trimesh, a trimesh.Scene or a mesh file path, got {type(obj).__name__}")
+    if not pieces or not sum(len(p.faces) for p in pieces):
+        raise ValueError(f"{where}: has no faces (a point cloud?); a mesh is needed here")
     mesh = pieces[0] if len(pieces) == 1 else trimesh.util.concatenate(pieces)
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise ValueError(f"{where}: the mesh has no faces")
     if not np.isfinite(mesh.vertices).all():
         raise ValueError(f"{where}: the mesh has NaN or infinite vertex coordinates")
     return mesh, pieces

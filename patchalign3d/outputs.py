@@ -42,11 +42,7 @@ def save(seg: Segmentation, path: str | os.PathLike, *, colors: ColorMode = "inp
     suffix = path.suffix.lower()
     _check_colors(colors)
     mesh = _is_mesh(seg)
-    if suffix not in (".npz", ".ply") + SCENE_SUFFIXES:
-        kinds = ".npz, .ply" + (", .glb, .gltf, .obj" if mesh else " (.glb, .gltf, .obj need a mesh input)")
-        raise ValueError(f"{path}: unsupported output type {path.suffix!r}; use {kinds}")
-    if suffix in SCENE_SUFFIXES and not mesh:
-        raise ValueError(f"{path}: {suffix} holds meshes but this is a point-cloud segmentation; use .ply or .npz")
+    check_output_path(path, mesh=mesh)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npz":
         arrays = {k: v for k, v in vars(seg).items() if isinstance(v, np.ndarray)}
@@ -59,6 +55,19 @@ def save(seg: Segmentation, path: str | os.PathLike, *, colors: ColorMode = "inp
         write_scene(parts_scene(seg, colors=colors), path)
         write_parts_json(seg, path.with_suffix(".json"), scene_file=path.name)
     return path
+
+
+def check_output_path(path: str | os.PathLike, *, mesh: bool) -> None:
+    """Raise ``ValueError`` naming the problem when :func:`save` cannot write ``path`` (before any work)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".ply") + SCENE_SUFFIXES:
+        kinds = ".npz, .ply" + (", .glb, .gltf, .obj" if mesh else " (.glb, .gltf, .obj need a mesh input)")
+        raise ValueError(f"{path}: unsupported output type {path.suffix!r}; use {kinds}")
+    if suffix in SCENE_SUFFIXES and not mesh:
+        raise ValueError(f"{path}: {suffix} holds meshes but this is a point-cloud segmentation; use .ply or .npz")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name such as {path / ('parts' + (suffix or '.npz'))}")
 
 
 def save_parts(

@@ -118,17 +118,16 @@ def load_mesh_pieces(path: str | os.PathLike) -> list[trimesh.Trimesh]:
     """The triangle meshes of a mesh file, one per geometry of its scene, transforms applied.
 
     Each piece keeps its own colours, UVs and material (a flattened mesh cannot hold several materials);
-    :func:`load_mesh` is their concatenation, face for face in this order.
+    :func:`load_mesh` is their concatenation, face for face in this order. A file with no triangles (a
+    point cloud) gives an empty list.
     """
     path = Path(path)
     _check_file(path)
     if path.suffix.lower() in POINT_SUFFIXES:
-        raise ShapeFileError(f"{path}: has no faces (a point cloud?); a mesh is needed here")
+        return []
     try:
         loaded = trimesh.load(path, process=False, force="scene")
     except Exception as err:  # noqa: BLE001 - trimesh raises many types for corrupt files
         raise ShapeFileError(f"{path}: could not be read as a mesh ({type(err).__name__}: {err})") from err
     pieces = _scene_meshes(loaded)
-    if not any(len(p.faces) for p in pieces):
-        raise ShapeFileError(f"{path}: has no faces (a point cloud?); a mesh is needed here")
-    return pieces
+    return pieces if any(len(p.faces) for p in pieces) else []
