@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trimesh
 
 from patchalign3d.data.io import SUPPORTED_SUFFIXES, load_mesh_pieces, load_points
 from patchalign3d.outputs import SCENE_SUFFIXES
@@ -204,7 +205,7 @@ def _segment_chunk(chunk: list[ShapeInput], names: list[str], run: dict, num_poi
     mesh_opts = {k: v for k, v in run.items() if k != "max_points"}
 
     def run_kind(kind: str, items: list) -> list:
-        data = [d if kind == "cloud" else _scene(d) for _, d in items]
+        data = [d if kind == "cloud" else trimesh.Scene(d) for _, d in items]
         if kind == "mesh":
             return segment_mesh(data, names, num_points=num_points, **mesh_opts)
         return segment(data, names, **run)
@@ -225,15 +226,6 @@ def _segment_chunk(chunk: list[ShapeInput], names: list[str], run: dict, num_poi
         for (shape, _), seg in zip(items, segs):
             if seg is not None:
                 yield shape, seg
-
-
-def _scene(pieces: list) -> Any:
-    import trimesh
-
-    scene = trimesh.Scene()
-    for piece in pieces:
-        scene.add_geometry(piece)
-    return scene
 
 
 def _write(seg: Any, base: Path, formats: list[str], colors: str, split: Path | None, split_format: str) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "demo")
+OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "demo", "app")
 
 
 def _segment_parser() -> argparse.ArgumentParser:
@@ -169,11 +169,12 @@ def _lightning(argv: Sequence[str]) -> int:
 
 def _usage() -> str:
     return (
-        "usage: patchalign3d {segment,export,evaluate,demo,fit,validate,test,predict} ...\n\n"
-        "  segment   label a shape's points with part names\n"
+        "usage: patchalign3d {segment,export,evaluate,demo,app,fit,validate,test,predict} ...\n\n"
+        "  segment   label the points, vertices and faces of shapes (files, folders, globs) with part names\n"
         "  export    convert a stage-2 checkpoint to the released format\n"
         "  evaluate  benchmark a checkpoint (shapenetpart, faust, objaverse, partnet)\n"
         "  demo      the embedded default, end to end on a CPU\n"
+        "  app       a web app (Gradio, extra [app]): upload a shape, name its parts, see and download them\n"
         "  fit|validate|test|predict   training (LightningCLI), e.g. patchalign3d fit -c configs/stage1.yaml\n"
     )
 
@@ -197,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from patchalign3d.demo import demo_main
 
         return demo_main(rest)
+    if command == "app":
+        from patchalign3d.app.main import app_main
+
+        return app_main(rest)
     if command in LIGHTNING_SUBCOMMANDS or command.startswith("-"):
         return _lightning(argv)
     print(f"patchalign3d: unknown command {command!r}\n\n" + _usage(), file=sys.stderr)
