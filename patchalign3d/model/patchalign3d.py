@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from patchalign3d.model.grouping import Backend, Patches, group_points, knn, nearest_center
+from patchalign3d.model.hub import PatchAlign3DHubMixin
 from patchalign3d.model.tokenizer import PatchTokenizer
 from patchalign3d.model.transformer import TransformerEncoder
 
@@ -105,11 +106,12 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-class PatchAlign3D(nn.Module):
+class PatchAlign3D(nn.Module, PatchAlign3DHubMixin):
     """Encoder, text projection head and logit scale.
 
     ``encoder`` holds the released ``"model"`` weights, ``proj`` the released ``"proj"`` head (absent for a
-    stage-1 model) and ``log_scale`` the released ``"temp"`` entry.
+    stage-1 model) and ``log_scale`` the released ``"temp"`` entry. ``save_pretrained``, ``from_pretrained``
+    and ``push_to_hub`` come from :class:`~patchalign3d.model.hub.PatchAlign3DHubMixin`.
     """
 
     def __init__(self, config: PatchAlign3DConfig | None = None, **overrides) -> None:
