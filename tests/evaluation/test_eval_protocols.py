@@ -16,7 +16,7 @@ from patchalign3d.evaluation.protocols import (
     sample_points,
     shape_rng,
 )
-from patchalign3d.evaluation.runner import load_config
+from patchalign3d.evaluation.cli import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
