@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from patchalign3d.evaluation.metrics import CONVENTIONS
+from patchalign3d.text import TEMPLATE_SETS
 
 __all__ = [
     "Protocol",
@@ -36,7 +37,6 @@ __all__ = [
 
 ROTATIONS: tuple[str, ...] = ("canonical", "random", "random-up")
 _ASSIGN = ("nearest", "membership", "interpolate")
-_TEXT_TEMPLATE_SETS = ("release", "category")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,8 +171,10 @@ class Protocol:
         prompts: prompt table, ``"release"``, ``"find3d"`` or a YAML path (:func:`load_prompt_table`).
         prompt_template: decorates each prompt; fields ``{part}`` and ``{category}`` (Find3D's "decorated"
             prompts are ``"{part} of a {category}"``).
-        text_templates: templates the text encoder averages (``"release"``: ``{}``, ``a {}``, ``{} part``;
-            ``"category"``: the four category templates; or a list). Only used with a text encoder, not a bank.
+        text_templates: templates the text encoder averages (``"release"``: ``{}``, ``a {}``, ``{} part``, the
+            release's ``part_only``; ``"category"``: the four category templates, ``part_plus_cat``;
+            ``"ensemble"``: all seven, the release's ``ensemble``; or a list). A text bank serves the setting it
+            was built with (see :class:`~patchalign3d.evaluation.scoring.PromptEmbedder`).
         points: score all points (``None``) or ``points`` drawn with the shape's seed.
         replace: draw with replacement (as the release does); without, when there are enough points.
         seed: seeds point draws, rotations and the encoder subset.
@@ -224,9 +226,9 @@ class Protocol:
                 f"prompt_template {self.prompt_template!r} may only use {{part}} and {{category}} ({e})"
             ) from None
         if isinstance(self.text_templates, str):
-            if self.text_templates not in _TEXT_TEMPLATE_SETS:
+            if self.text_templates not in TEMPLATE_SETS:
                 raise ValueError(
-                    f"text_templates must be one of {_TEXT_TEMPLATE_SETS} or a list, got {self.text_templates!r}"
+                    f"text_templates must be one of {sorted(TEMPLATE_SETS)} or a list, got {self.text_templates!r}"
                 )
         else:
             self.text_templates = [str(t) for t in self.text_templates]

@@ -21,48 +21,59 @@ __all__ = ["PromptEmbedder", "predict_batch", "score_batch"]
 
 
 class PromptEmbedder:
-    """Turns prompt lists into ``(K, D)`` embeddings, each list encoded once.
+    """Turns prompt lists into ``(K, D)`` embeddings, each list (per category, when templates need one) once.
 
     Args:
         text: a :class:`~patchalign3d.text.TextBank`, ``{prompt: (D,) tensor}``, a text encoder, an encoder
             spec string, or None (the encoder the model was trained with, else OpenCLIP ViT-bigG-14).
         model: consulted for its training text encoder when ``text`` is None.
-        text_templates: ``"release"``, ``"category"`` or a list (encoders only; a bank is used as it is).
+        text_templates: ``"release"`` (the release's ``part_only``), ``"category"`` (``part_plus_cat``),
+            ``"ensemble"`` (both kinds averaged) or a list of templates.
+
+    A bank is used as it is when it holds what the templates ask for: a bank keyed by part names serves
+    ``"release"``; a bank keyed ``"part||category"`` (the release's part+category banks) serves each shape's
+    category. Other templates are encoded with the encoder the bank's metadata names; a bank that does not
+    say is refused (:class:`~patchalign3d.text.UnknownTextEncoderError`), never replaced by another encoder.
     """
 
     def __init__(
         self, text: Any = None, model: Any = None, text_templates: str | Sequence[str] = "release"
     ) -> None:
-        from patchalign3d.text import (
-            CATEGORY_TEMPLATES,
-            DEFAULT_TEMPLATES,
-            TextBank,
-            TextEncoder,
-            get_text_encoder,
-            spec_from_meta,
-        )
+        from patchalign3d.text import TEMPLATE_SETS, TextBank, TextEncoder, get_text_encoder, spec_from_meta
+        from patchalign3d.text.bank import template_fields
 
         self._memo: dict[tuple[str | None, tuple[str, ...]], Tensor] = {}
         self.bank = text if isinstance(text, TextBank) else None
         self.mapping = text if isinstance(text, Mapping) else None
         self.encoder = None
-        if text_templates == "release":
-            self.templates = tuple(DEFAULT_TEMPLATES)
-        elif text_templates == "category":
-            self.templates = tuple(CATEGORY_TEMPLATES)
+        if isinstance(text_templates, str):
+            if text_templates not in TEMPLATE_SETS:
+                raise ValueError(f"text_templates must be one of {sorted(TEMPLATE_SETS)} or a list, got {text_templates!r}")
+            self.templates = TEMPLATE_SETS[text_templates]
         else:
             self.templates = tuple(text_templates)
         # two "{}" fields (part, category): encode each category's prompts with its own name
-        self.per_category = any(t.count("{}") == 2 for t in self.templates)
-        if self.bank is not None or self.mapping is not None:
-            if text_templates != "release":
-                raise ValueError(
-                    f"text_templates={text_templates!r} needs a text encoder: a text bank holds fixed embeddings "
-                    "(build the bank with those templates instead)"
-                )
-        else:
+        self.per_category = any(template_fields(t) == 2 for t in self.templates)
+        self.bank_serves = False  # the bank's own embeddings are used
+        if self.mapping is not None and text_templates != "release":
+            raise ValueError(
+                f"text_templates={text_templates!r} needs a text encoder: a mapping holds fixed embeddings"
+            )
+        if self.bank is not None:
+            if self.bank.paired and text_templates in ("release", "category"):
+                self.bank_serves, self.per_category = True, True
+            elif not self.bank.paired and text_templates == "release":
+                self.bank_serves = True
+            else:  # templates the bank was not built with: its own encoder, or a clear refusal
+                self.encoder = get_text_encoder(self.bank.encoder_spec(f"the text bank's metadata {self.bank.meta}"))
+                if self.encoder.dim != self.bank.dim:
+                    raise ValueError(
+                        f"the text bank is {self.bank.dim}-d but the encoder its metadata names "
+                        f"({self.encoder.identifier}) gives {self.encoder.dim}-d embeddings"
+                    )
+        elif self.mapping is None:
             if text is None:
-                text = spec_from_meta(getattr(model, "text_meta", None))
+                text = spec_from_meta(getattr(model, "text_meta", None), source="the checkpoint's text metadata")
             if text is not None and not isinstance(text, (str, TextEncoder)):
                 raise TypeError(
                     f"text must be a TextBank, a mapping, a TextEncoder, a spec string or None; got {type(text).__name__}"
@@ -71,12 +82,17 @@ class PromptEmbedder:
 
     def describe(self) -> dict[str, Any]:
         """What produced the embeddings, for the report."""
-        if self.bank is not None:
-            return {"kind": "text_bank", "names": len(self.bank), "meta": _jsonable(self.bank.meta)}
         if self.mapping is not None:
             return {"kind": "mapping", "names": len(self.mapping)}
+        out: dict[str, Any] = {}
+        if self.bank is not None:
+            out = {"kind": "text_bank", "names": len(self.bank), "paired": self.bank.paired,
+                   "meta": _jsonable(self.bank.meta), "bank_embeddings_used": self.bank_serves}
+            if self.bank_serves:
+                return {**out, "per_category": self.per_category}
         return {
             "kind": "encoder",
+            **out,
             "encoder": getattr(self.encoder, "identifier", repr(self.encoder)),
             "templates": list(self.templates),
             "per_category": self.per_category,
@@ -92,8 +108,9 @@ class PromptEmbedder:
     def _embed(self, prompts: list[str], category: str) -> Tensor:
         from patchalign3d.text import TextBank
 
-        if self.bank is not None:
-            return self.bank.lookup(prompts)
+        cat = (category or "object") if self.per_category else None
+        if self.bank_serves:
+            return self.bank.lookup(prompts, category=cat)
         if self.mapping is not None:
             lut = {**{clean_name(k): v for k, v in self.mapping.items()}, **dict(self.mapping)}
             missing = [p for p in prompts if p not in lut and clean_name(p) not in lut]
@@ -102,13 +119,8 @@ class PromptEmbedder:
             return torch.stack(
                 [torch.as_tensor(lut[p] if p in lut else lut[clean_name(p)]).float() for p in prompts]
             )
-        bank = TextBank.build(
-            prompts,
-            self.encoder,
-            templates=self.templates,
-            category=(category or "object") if self.per_category else None,
-        )
-        return bank.lookup(prompts)
+        bank = TextBank.build(prompts, self.encoder, templates=self.templates, category=cat)
+        return bank.lookup(prompts, category=cat)
 
 
 def predict_batch(
