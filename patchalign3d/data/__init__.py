@@ -1,4 +1,4 @@
-"""Benchmark datasets (ShapeNetPart, FAUST, Find3D's Objaverse benchmark, PartNet-Mobility style samples).
+"""Benchmark datasets (ShapeNetPart, FAUST, Find3D's Objaverse benchmark, PartNet-Mobility samples).
 
 Every loader yields :class:`PartShape` items (``labels`` index ``part_names``, ``-1`` = unlabelled);
 :func:`build_dataset` opens one by benchmark name. Generic point/mesh reading lives in

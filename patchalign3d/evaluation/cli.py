@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=S,
         metavar="KEY=VALUE",
-        help="loader option, e.g. granularity=fine (faust), missing=skip (shapenetpart), label_space=object (partnet)",
+        help="loader option, e.g. granularity=fine (faust), missing=skip (shapenetpart, partnete), label_space=link (partnet)",
     )
     g = p.add_argument_group("model and text")
     g.add_argument(

@@ -11,7 +11,6 @@ from patchalign3d.data import (
     FAUST,
     DatasetFormatError,
     ObjaverseBench,
-    PartNetMobility,
     ShapeNetPart,
     ShapeNetPartH5,
     build_dataset,
@@ -22,7 +21,6 @@ from tests.data.bench_fixtures import (
     write_faust_npz,
     write_faust_satr,
     write_objaverse,
-    write_partnet,
     write_pcd,
     write_shapenetpart,
     write_shapenetpart_h5,
@@ -223,32 +221,3 @@ def test_read_pcd_fields(tmp_path):
     (tmp_path / "b.pcd").write_bytes((tmp_path / "a.pcd").read_bytes()[:-8])
     with pytest.raises(DatasetFormatError, match=r"b\.pcd: binary PCD data truncated"):
         read_pcd(tmp_path / "b.pcd")
-
-
-# -- PartNet-Mobility style -------------------------------------------------------------------------------------
-def test_partnet_mobility(tmp_path):
-    root = write_partnet(
-        tmp_path / "pm",
-        {
-            "101": ("StorageFurniture", {0: "door", 1: "door", 2: "base"}, [0, 1, 2, -1]),
-            "7": ("StorageFurniture", {0: "drawer", 1: "base"}, [1, 0]),
-            "9": ("Faucet", {0: "spout"}, [0]),
-        },
-    )
-    ds = PartNetMobility(root)
-    assert [r.uid for r in ds.records] == ["7", "9", "101"]  # numeric order
-    cab = ds[2]
-    assert cab.category == "StorageFurniture"
-    assert cab.part_names == ["base", "door", "drawer"]  # the category's names, sorted
-    assert cab.labels.tolist() == [1] * 25 + [1] * 25 + [0] * 25 + [-1] * 25  # two door links are one part
-    own = PartNetMobility(root, label_space="object")[2]
-    assert own.part_names == ["door", "base"] and own.labels.tolist() == [0] * 50 + [1] * 25 + [-1] * 25
-    assert PartNetMobility(root, categories=["faucet"])[0].labels.tolist() == [0] * 100
-    (root / "9" / "point_sample" / "label-100.txt").write_text("0\n" * 99 + "5\n")
-    with pytest.raises(
-        DatasetFormatError, match=r"label-100\.txt: link indices \[5\] are not listed in semantics\.txt"
-    ):
-        PartNetMobility(root, categories=["faucet"])[0]
-    (root / "9" / "semantics.txt").write_text("spout\n")
-    with pytest.raises(DatasetFormatError, match=r"9/semantics\.txt: line 1: expected 'link_<i>"):
-        PartNetMobility(root)
