@@ -1,4 +1,4 @@
-"""Benchmark datasets (ShapeNetPart, FAUST, Find3D's Objaverse benchmark, PartNet-Mobility samples).
+"""Benchmark datasets (ShapeNetPart, FAUST, Find3D's Objaverse benchmark, PartNet-Mobility, PartNetE).
 
 Every loader yields :class:`PartShape` items (``labels`` index ``part_names``, ``-1`` = unlabelled);
 :func:`build_dataset` opens one by benchmark name. Generic point/mesh reading lives in
@@ -11,11 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from patchalign3d.data.base import DatasetFormatError, PartDataset, PartShape, ShapeRecord, read_pcd
+from patchalign3d.data.base import (
+    DatasetFormatError,
+    Find3DKey,
+    PartDataset,
+    PartShape,
+    ShapeRecord,
+    read_pcd,
+)
 from patchalign3d.data.faust import FAUST
 from patchalign3d.data.labelled_meshes import LabelledMeshes
 from patchalign3d.data.objaverse_bench import ObjaverseBench
 from patchalign3d.data.partnet import PartNetMobility
+from patchalign3d.data.partnete import PartNetE
 from patchalign3d.data.shapenetpart import (
     SHAPENETPART_PARTS,
     ShapeNetPart,
@@ -30,6 +38,7 @@ DATASETS: dict[str, Callable[..., PartDataset]] = {
     "faust": FAUST,
     "objaverse": ObjaverseBench,
     "partnet": PartNetMobility,
+    "partnete": PartNetE,
     "labelled-meshes": LabelledMeshes,
 }
 
@@ -57,5 +66,7 @@ __all__ = [
     "FAUST",
     "ObjaverseBench",
     "PartNetMobility",
+    "PartNetE",
+    "Find3DKey",
     "LabelledMeshes",
 ]

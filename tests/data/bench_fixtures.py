@@ -178,3 +178,38 @@ def write_bottle_3763(root: Path) -> Path:
         semantics={"link_0": "lid", "link_1": "bottle"},
         point_ids=[5, 6, 7, -1],
     )
+
+
+def write_ply_cloud(path: Path, pts: np.ndarray, binary: bool = True) -> None:
+    """A coloured point cloud PLY (x y z float, red green blue uchar), binary as PartNetE's pc.ply or ascii."""
+    n = len(pts)
+    head = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {n}\n"
+            "property float x\nproperty float y\nproperty float z\n"
+            "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    if binary:
+        rec = np.zeros(n, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
+        rec["xyz"], rec["rgb"] = pts, 128
+        path.write_bytes(head.encode() + rec.tobytes())
+    else:
+        path.write_text(head + "".join(f"{x:.6f} {y:.6f} {z:.6f} 128 128 128\n" for x, y, z in pts))
+
+
+def write_partnete(
+    root: Path,
+    objects: dict[str, dict[str, Sequence[int]]],
+    meta: dict[str, list[str]],
+    nested: bool = False,
+) -> Path:
+    """PartNetE as PartSLIP ships it. ``objects``: category -> {object id: counts per blob}; blob ``k`` has
+    semantic label ``k - 1`` (blob 0 is the unlabelled -1 points)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "PartNetE_meta.json").write_text(json.dumps(meta))
+    test = root / "data" / "test" if nested else root / "test"
+    for c, (cat, objs) in enumerate(sorted(objects.items())):
+        for i, (oid, counts) in enumerate(objs.items()):
+            d = test / cat / oid
+            d.mkdir(parents=True, exist_ok=True)
+            pts, k = blob(counts, seed=10 * c + i)
+            write_ply_cloud(d / "pc.ply", pts, binary=(i % 2 == 0))
+            np.save(d / "label.npy", {"semantic_seg": k - 1, "instance_seg": np.where(k > 0, k, -1)})
+    return root

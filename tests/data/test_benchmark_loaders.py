@@ -54,11 +54,15 @@ def test_shapenetpart_normal_layout(tmp_path):
 
 def test_shapenetpart_errors(tmp_path):
     root = write_shapenetpart(tmp_path / "snp", SHAPES)
-    (root / "04379243" / "t1.txt").unlink()
     ds = ShapeNetPart(root, "test")
+    (root / "04379243" / "t1.txt").unlink()
     with pytest.raises(DatasetFormatError, match=r"t1\.txt: missing shape file"):
-        ds[0]
-    assert [r.uid for r in ShapeNetPart(root, "test", missing="skip").records] == ["04225987/s1"]
+        ds[0]  # removed after the listing was checked
+    with pytest.raises(DatasetFormatError, match=r"1 of the 2 shapes it lists are absent \(first: .*t1\.txt\)"):
+        ShapeNetPart(root, "test")
+    partial = ShapeNetPart(root, "test", missing="skip")
+    assert [r.uid for r in partial.records] == ["04225987/s1"]
+    assert partial.skipped == [("04379243/t1", str(root / "04379243" / "t1.txt"))]
     # a chair part id inside a table file
     (root / "04225987" / "s1.txt").write_text("0 0 0 0 0 1 12\n" * 3)
     with pytest.raises(
@@ -93,8 +97,13 @@ def test_shapenetpart_shared_data(shared_data):
     for s in train:  # the skateboards carry only the deck label
         if s.category == "Skateboard":
             assert set(s.labels.tolist()) == {1}
-    with pytest.raises(DatasetFormatError, match="missing shape file"):
-        ShapeNetPart(root, "test")[1]  # the split lists 2874 shapes; the copy holds one of them
+    assert len(test.skipped) == 2873  # the split lists 2874 shapes; the copy holds one of them
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"shuffled_test_file_list\.json: 2873 of the 2874 shapes it lists are absent .*To score the 1 present "
+        r"shapes only, pass --dataset-option missing=skip",
+    ):
+        ShapeNetPart(root, "test")
 
 
 # -- ShapeNetPart, HDF5 -------------------------------------------------------------------------------------
