@@ -118,6 +118,8 @@ class PartDataset(Sequence[PartShape]):
         if not self.root.exists():
             raise FileNotFoundError(f"{type(self).__name__}: dataset root {self.root} does not exist")
         self.records: list[ShapeRecord] = []
+        #: what the loader did about absent files (``"error"``, ``"skip"``; None: it does not check)
+        self.missing_policy: str | None = None
         #: shapes a partial copy lacks, left out with ``missing="skip"``: ``[(uid, absent file)]`` (for the
         #: HDF5 release of ShapeNetPart, whole files: ``[(file name, absent path)]``)
         self.skipped: list[tuple[str, str]] = []
@@ -125,6 +127,14 @@ class PartDataset(Sequence[PartShape]):
     # -- what subclasses implement --------------------------------------------------------------
     def load(self, record: ShapeRecord) -> PartShape:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def zero_logit_label(self, record: ShapeRecord) -> int:
+        """The label the release predicts for a point whose logits are all zero: its first logit column.
+
+        The release scores a shape against its own label list, so column 0 is label 0; benchmarks it scores
+        against a wider list (ShapeNetPart's 50 parts) override this.
+        """
+        return 0
 
     # -- sequence protocol ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -169,6 +179,7 @@ class PartDataset(Sequence[PartShape]):
         """Keep the wanted categories, check that every kept record's files exist (``missing``: ``"error"`` or
         ``"skip"``, ``None``: not checked here), then keep the first ``limit``."""
         self._filter_categories(categories)
+        self.missing_policy = missing
         if missing is not None:
             self._check_present(missing, listing or self.root)
         if limit is not None:

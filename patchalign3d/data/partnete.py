@@ -101,6 +101,7 @@ class PartNetE(PartDataset):
                 row += 1
         if not self.records:
             raise DatasetFormatError(folder, "no <Category>/<id>/ object folders")
+        self.find3d_total = row  # object folders in Find3D's numbering, before filters and skips
         self._finalize(categories, limit, missing, folder)
 
     def load(self, record: ShapeRecord) -> PartShape:

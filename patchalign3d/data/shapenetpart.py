@@ -132,6 +132,11 @@ def read_synset_file(path: str | Path) -> dict[str, str]:
     return out
 
 
+def _release_zero_logit_label(record: ShapeRecord) -> int:
+    # the release's logits span the 50 global parts; all zero, argmax is global part 0, Airplane's body
+    return 0 if SHAPENETPART_OFFSETS[record.category] == 0 else -1
+
+
 class ShapeNetPart(PartDataset):
     """ShapeNetPart, ``..._v0_normal`` layout (one ``.txt`` per shape).
 
@@ -144,6 +149,7 @@ class ShapeNetPart(PartDataset):
     """
 
     name = "shapenetpart"
+    zero_logit_label = staticmethod(_release_zero_logit_label)
 
     def __init__(
         self,
@@ -208,6 +214,7 @@ class ShapeNetPartH5(PartDataset):
     """
 
     name = "shapenetpart-h5"
+    zero_logit_label = staticmethod(_release_zero_logit_label)
 
     def __init__(
         self,
@@ -242,7 +249,9 @@ class ShapeNetPartH5(PartDataset):
                         {"row": i, "find3d": key},
                     )
                 )
+        self.find3d_total = row  # shapes in Find3D's numbering (all files read, before filters)
         self._finalize(categories, limit)
+        self.missing_policy = missing
 
     def _split_files(self, missing: str) -> list[Path]:
         files: list[Path] = []

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from patchalign3d.data import DATASETS
-from patchalign3d.evaluation.protocols import Protocol, benchmark_protocol
+from patchalign3d.evaluation.protocols import PRESETS, ROTATIONS, SUBSETS, Protocol, benchmark_protocol
 from patchalign3d.evaluation.runner import evaluate
+from patchalign3d.model.patchalign3d import ASSIGN_MODES
+from patchalign3d.text import TEMPLATE_SETS
 
 __all__ = ["evaluate_main", "load_config"]
 
@@ -40,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="patchalign3d evaluate",
         description="Evaluate a checkpoint on a part-segmentation benchmark under a stated protocol.",
-        epilog="Precedence: the benchmark's paper protocol < the config file (-c) < flags.",
+        epilog="Precedence: the benchmark's protocol under the preset (--protocol, default paper) < the config "
+        "file (-c) < flags. Find3D's files (--protocol find3d, --rotation find3d, --subset find3d, --prompts "
+        "find3d-topk) are read from --protocol-dir or $PATCHALIGN3D_FIND3D_DIR.",
     )
     p.add_argument("benchmark", choices=sorted(DATASETS), help="which benchmark")
     p.add_argument("--root", default=S, help="the benchmark's folder")
@@ -50,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         default=S,
-        help="dataset split (shapenetpart: test/val/train; objaverse: seen/unseen/shapenetpart)",
+        help="dataset split (shapenetpart: test/val/train; objaverse: seen/unseen/shapenetpart; partnete: "
+        "test/few_shot)",
     )
     p.add_argument("--categories", default=S, help="comma-separated categories to keep")
     p.add_argument("--limit", type=int, default=S, help="evaluate the first N shapes only")
@@ -71,7 +76,20 @@ def _parser() -> argparse.ArgumentParser:
         "--text-encoder", default=S, help="'openclip', 'openclip:MODEL/TAG', 'minilm' or 'hf:NAME'"
     )
     g = p.add_argument_group("protocol")
-    g.add_argument("--prompts", default=S, help="prompt table: release, find3d or a YAML file")
+    g.add_argument(
+        "--protocol",
+        dest="preset",
+        default=S,
+        choices=PRESETS,
+        help="preset: paper (the paper's figures), release (the released evaluation script) or find3d (Find3D's "
+        "protocol from its published files)",
+    )
+    g.add_argument(
+        "--protocol-dir",
+        default=S,
+        help="folder holding Find3D's benchmark_reproducibility files (shapenetpart/, partnete/)",
+    )
+    g.add_argument("--prompts", default=S, help="prompt table: release, find3d, find3d-topk or a YAML file")
     g.add_argument(
         "--template",
         dest="prompt_template",
@@ -79,7 +97,11 @@ def _parser() -> argparse.ArgumentParser:
         help="prompt decoration, e.g. '{part} of a {category}'",
     )
     g.add_argument(
-        "--text-templates", default=S, choices=("release", "category"), help="templates the encoder averages"
+        "--text-templates",
+        default=S,
+        choices=sorted(TEMPLATE_SETS),
+        help="templates the encoder averages: release (the release's part_only), category (part_plus_cat), "
+        "ensemble (both)",
     )
     g.add_argument(
         "--points", type=_int_or_all, default=S, help="score 'all' points or N drawn with the seed"
@@ -88,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         "--replace", action=argparse.BooleanOptionalAction, default=S, help="draw points with replacement"
     )
     g.add_argument("--seed", type=int, default=S)
-    g.add_argument("--rotation", default=S, choices=("canonical", "random", "random-up"))
+    g.add_argument("--rotation", default=S, choices=ROTATIONS, help="find3d: Find3D's rotation of each shape")
+    g.add_argument("--subset", default=S, choices=SUBSETS, help="all shapes, or Find3D's subset")
     g.add_argument("--up-axis", default=S, choices=("y", "z"))
     g.add_argument(
         "--normalize", action=argparse.BooleanOptionalAction, default=S, help="centroid + unit sphere"
@@ -99,7 +122,19 @@ def _parser() -> argparse.ArgumentParser:
         default=S,
         help="only the shape's own parts compete (the category is known)",
     )
-    g.add_argument("--assign", default=S, choices=("nearest", "membership", "interpolate"))
+    g.add_argument(
+        "--assign",
+        default=S,
+        choices=ASSIGN_MODES,
+        help="points from patches: nearest centre; membership (points in no patch: nearest centre); "
+        "membership_release (points in no patch: all-zero logits, as released); interpolate",
+    )
+    g.add_argument(
+        "--none-if-negative",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="a point whose every logit is <= 0 is no part (Find3D's 'no label' column)",
+    )
     g.add_argument("--temperature", type=_temperature, default=S, help="logit temperature, or 'learned'")
     g.add_argument("--max-points", type=_int_or_all, default=S, help="points the encoder sees ('all' or N)")
     g.add_argument("--num-groups", type=int, default=S)
@@ -182,14 +217,19 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``patchalign3d evaluate BENCHMARK ...``; returns the exit status."""
     args = vars(_parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
     benchmark = args.pop("benchmark")
-    cfg = load_config(args.pop("config")) if args.get("config") else {}
+    try:
+        cfg = load_config(args.pop("config")) if args.get("config") else {}
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"patchalign3d evaluate: {e}") from None
     args.pop("config", None)
     if cfg.get("benchmark") and str(cfg["benchmark"]).lower() != benchmark:
         raise SystemExit(f"patchalign3d evaluate: the config is for {cfg['benchmark']!r}, not {benchmark!r}")
 
-    proto = {**benchmark_protocol(benchmark).to_dict(), **(cfg.get("protocol") or {})}
-    proto.update({k: v for k, v in args.items() if k in _PROTOCOL_FIELDS})
+    cfg_proto = cfg.get("protocol") or {}
+    preset = args.get("preset", cfg_proto.get("preset", "paper"))
     try:
+        proto = {**benchmark_protocol(benchmark, preset).to_dict(), **cfg_proto}
+        proto.update({k: v for k, v in args.items() if k in _PROTOCOL_FIELDS})
         protocol = Protocol.from_dict(proto)
     except (TypeError, ValueError) as e:
         raise SystemExit(f"patchalign3d evaluate: bad protocol: {e}") from None

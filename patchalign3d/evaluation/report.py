@@ -55,12 +55,17 @@ def build_report(
             "split": getattr(data.dataset, "split", None),
             "num_shapes": len(data),
             "categories": data.categories,
+            # a partial copy scored with missing="skip": what was left out
+            "missing": data.dataset.missing_policy,
+            "skipped": [{"uid": uid, "absent": path} for uid, path in data.dataset.skipped],
+            "find3d_subset_absent": data.subset_absent,
         },
         "protocol": {
             **protocol.to_dict(),
             "prompt_table": data.table.to_dict(),
             "unlabelled_effective": unlabelled,
             "prompt_collisions": data.collisions,
+            "find3d_files": data.find3d.to_dict() if data.find3d is not None else None,
         },
         "metric": {
             "convention": summary.convention,
@@ -85,9 +90,11 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     """One row per category (shapes, mIoU, per-part IoU), then the instance and class averages."""
     m = report["metric"]
     scored_cats = sum(1 for r in report["per_category"] if r["miou"] is not None)
+    skipped = report["dataset"].get("skipped") or []
     lines = [
         f"**{report['benchmark']}** — IoU convention `{m['convention']}`, "
-        f"{m['num_scored']}/{m['num_shapes']} shapes scored",
+        f"{m['num_scored']}/{m['num_shapes']} shapes scored"
+        + (f" ({len(skipped)} absent from this copy, left out)" if skipped else ""),
         "",
         "| category | shapes | mIoU | parts (IoU) |",
         "|---|---:|---:|---|",

@@ -36,7 +36,15 @@ from patchalign3d.evaluation.protocols import Protocol, benchmark_protocol
 from patchalign3d.evaluation.report import build_report, environment, render_extremes
 from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
 
-__all__ = ["evaluate", "evaluate_main"]
+__all__ = ["DEFAULT_DTYPE", "evaluate", "evaluate_main"]
+
+#: The precision an evaluation runs in unless told otherwise (the report records it as ``timing.dtype``).
+DEFAULT_DTYPE = "float32"
+
+
+def eval_dtype(dtype: str | None) -> str:
+    """The one place where an evaluation picks its precision: ``dtype``, else :data:`DEFAULT_DTYPE`."""
+    return DEFAULT_DTYPE if dtype is None else str(dtype)
 
 
 def _resolve_model(model: Any, trust_pickle: bool = False) -> tuple[Any, str]:
@@ -62,7 +70,7 @@ def evaluate(
     protocol: Protocol | None = None,
     dataset_options: Mapping[str, Any] | None = None,
     device: str | torch.device | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     batch_size: int = 16,
     workers: int = 0,
     json_path: str | os.PathLike | None = None,
@@ -81,7 +89,7 @@ def evaluate(
         text: see :class:`PromptEmbedder`.
         protocol: defaults to :func:`~patchalign3d.evaluation.protocols.benchmark_protocol` of the benchmark.
         dataset_options: loader options (``split``, ``categories``, ``limit``, ``granularity``, ``missing``...).
-        device, dtype, batch_size: passed to :func:`patchalign3d.segment`.
+        device, dtype, batch_size: passed to :func:`patchalign3d.segment` (``dtype=None``: :func:`eval_dtype`).
         workers: data-loading processes.
         json_path, markdown_path: where to write the report and the per-category table.
         png_dir: where to draw the ``num_pictures`` best and worst shapes (prediction beside ground truth).
@@ -92,6 +100,7 @@ def evaluate(
         ``model``, ``text``, ``timing``, ``environment``, ``markdown``, ``pictures``.
     """
     t_start = time.perf_counter()
+    dtype = eval_dtype(dtype)
     if isinstance(benchmark, PartDataset):
         dataset, name = benchmark, benchmark.name
     else:

@@ -133,9 +133,13 @@ def predict_batch(
     dtype: str = "float32",
     batch_size: int = 16,
 ) -> list[np.ndarray]:
-    """Predicted labels ``(M,)`` (index into each item's ``part_names``; ``-1`` = a foreign part) per item.
+    """Predicted labels ``(M,)`` (index into each item's ``part_names``; ``-1`` = a foreign part or no part)
+    per item.
 
-    Items sharing a candidate list go through :func:`patchalign3d.segment` together.
+    Items sharing a candidate list go through :func:`patchalign3d.segment` together. Two protocol rules act on
+    the point logits: under ``assign="membership_release"`` a point in no patch (all-zero logits) takes what the
+    release predicts for it (:attr:`EvalItem.zero_logit_label`), and ``none_if_negative`` makes a point whose
+    every logit is at most 0 no part, as Find3D's zero "no label" column does (it wins ties, being first).
     """
     from patchalign3d.api import segment
 
@@ -156,7 +160,13 @@ def predict_batch(
             **protocol.segment_kwargs(),
         )
         for i, seg in zip(members, segs):
-            out[i] = items[i].to_label[seg.labels]
+            pred = items[i].to_label[seg.labels]
+            if protocol.assign == "membership_release":
+                # exactly zero only for points in no patch: a covered point averages nonzero cosine logits
+                pred[~seg.point_logits.any(axis=-1)] = items[i].zero_logit_label
+            if protocol.none_if_negative:
+                pred[seg.point_logits.max(axis=-1) <= 0] = -1
+            out[i] = pred
     return out  # type: ignore[return-value]
 
 

@@ -13,7 +13,7 @@ from patchalign3d.data import build_dataset
 from patchalign3d.evaluation import EvalDataset, Protocol, evaluate, evaluate_main, make_dataloader
 from patchalign3d.model import patchalign3d_tiny
 from patchalign3d.text import ENSEMBLE_TEMPLATES, TextBank, TextEncoder, UnknownTextEncoderError
-from tests.data.bench_fixtures import write_faust_npz, write_objaverse, write_shapenetpart
+from tests.data.bench_fixtures import write_faust_npz, write_objaverse, write_partnete, write_shapenetpart
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = [
@@ -363,3 +363,27 @@ def test_release_text_banks_in_an_evaluation(snp_root, tiny_model, tmp_path):
     assert embed.describe()["encoder"] == minilm_bank.meta["encoder"] and embed.per_category
     expect = TextBank.build(["drawer"], "minilm", templates=ENSEMBLE_TEMPLATES, category="table")
     assert torch.allclose(embed(["drawer"], "Table"), expect.emb)
+
+
+def test_cli_partnete_partial_copy(tmp_path, tiny_model, capsys):
+    """`patchalign3d evaluate partnete --root ROOT` on PartSLIP's layout, one object's labels absent."""
+    from patchalign3d.model.checkpoint import export_released
+
+    meta = {"Bottle": ["lid"], "Chair": ["arm", "back", "leg", "seat", "wheel"]}
+    objects = {"Chair": {"179": [5, 10, 0, 3, 12, 0], "40067": [2, 0, 8, 4, 6, 10]}, "Bottle": {"3380": [7, 33]}}
+    root = write_partnete(tmp_path / "pne", objects, meta, nested=True)
+    (root / "data" / "test" / "Chair" / "40067" / "label.npy").unlink()
+    ckpt = export_released(tiny_model, tmp_path / "tiny.pt")
+    names = ["lid", *meta["Chair"]]
+    TextBank(names, torch.nn.functional.normalize(torch.randn(6, 64), dim=-1)).save(tmp_path / "bank.pt")
+    base = ["partnete", "--root", str(root), "--checkpoint", str(ckpt), "--text-bank", str(tmp_path / "bank.pt")]
+    assert evaluate_main(base) == 1
+    err = capsys.readouterr().err
+    assert "1 of the 3 shapes it lists are absent" in err and "--dataset-option missing=skip" in err
+    out = tmp_path / "out.json"
+    assert evaluate_main([*base, "--dataset-option", "missing=skip", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2/2 shapes scored (1 absent from this copy, left out)" in printed
+    report = json.loads(out.read_text())
+    assert report["dataset"]["missing"] == "skip" and [s["uid"] for s in report["dataset"]["skipped"]] == ["Chair/40067"]
+    assert report["protocol"]["unlabelled_effective"] == "count" and report["dataset"]["categories"] == ["Bottle", "Chair"]
