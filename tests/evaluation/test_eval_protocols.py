@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from patchalign3d.data.shapenetpart import SHAPENETPART_PARTS
+from patchalign3d.evaluation.cli import load_config
 from patchalign3d.evaluation.protocols import (
     PromptTable,
     Protocol,
@@ -17,7 +18,6 @@ from patchalign3d.evaluation.protocols import (
     sample_points,
     shape_rng,
 )
-from patchalign3d.evaluation.cli import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
