@@ -14,6 +14,7 @@ from patchalign3d.evaluation import EvalDataset, Protocol, evaluate, evaluate_ma
 from patchalign3d.model import patchalign3d_tiny
 from patchalign3d.text import ENSEMBLE_TEMPLATES, TextBank, TextEncoder, UnknownTextEncoderError
 from tests.data.bench_fixtures import write_faust_npz, write_objaverse, write_partnete, write_shapenetpart
+from tests.evaluation.tiny_models import constant_model, onehot
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = [
@@ -22,22 +23,6 @@ SHAPES = [
     ("Skateboard", "s1", "test", [30, 70, 0]),
 ]
 PROMPTS = ["desktop", "leg or support", "drawer", "wheel", "deck", "belt for foot"]
-
-
-def onehot(i: int, dim: int = 64) -> torch.Tensor:
-    v = torch.zeros(dim)
-    v[i] = 1.0
-    return v
-
-
-def constant_model():
-    """Every patch embeds to e0, so every point takes the first candidate whose text is e0 (exact ties avoided)."""
-    torch.manual_seed(0)
-    m = patchalign3d_tiny()
-    with torch.no_grad():
-        m.proj.weight.zero_()
-        m.proj.bias.copy_(onehot(0))
-    return m.eval()
 
 
 def texts(first_parts: set[str]) -> dict[str, torch.Tensor]:

@@ -9,24 +9,8 @@ import torch
 
 from patchalign3d.data import build_dataset
 from patchalign3d.evaluation import EvalDataset, PromptEmbedder, Protocol, evaluate, predict_batch
-from patchalign3d.model import patchalign3d_tiny
 from tests.data.bench_fixtures import blob, write_partnete, write_shapenetpart_h5
-
-
-def onehot(i: int, dim: int = 64) -> torch.Tensor:
-    v = torch.zeros(dim)
-    v[i] = 1.0
-    return v
-
-
-def constant_model():
-    """Every patch embeds to e0: a part whose text is e0 wins every patch."""
-    torch.manual_seed(0)
-    m = patchalign3d_tiny()
-    with torch.no_grad():
-        m.proj.weight.zero_()
-        m.proj.bias.copy_(onehot(0))
-    return m.eval()
+from tests.evaluation.tiny_models import constant_model, onehot
 
 
 def model_frame(points: np.ndarray) -> torch.Tensor:
