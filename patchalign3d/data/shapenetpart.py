@@ -188,8 +188,8 @@ class ShapeNetPart(PartDataset):
                 self.records.append(
                     ShapeRecord(f"{synset}/{shape_id}", cat, list(SHAPENETPART_PARTS[cat]), {"points": path})
                 )
-        lists = [f"shuffled_{part}_file_list.json" for part in _SPLITS[split]]
-        self._finalize(categories, limit, missing, self.root / "train_test_split" / " + ".join(lists))
+        lists = [self.root / "train_test_split" / f"shuffled_{part}_file_list.json" for part in _SPLITS[split]]
+        self._finalize(categories, limit, missing, lists[0] if len(lists) == 1 else lists[0].parent)
 
     def load(self, record: ShapeRecord) -> PartShape:
         path = record.paths["points"]

@@ -102,9 +102,9 @@ def _benchmark_of(dataset: PartDataset) -> str:
         return "shapenetpart"
     if isinstance(dataset, ShapeNetPart):
         raise ValueError(
-            f"Find3D's ShapeNetPart rotations and subsets index the HDF5 release's test set (ply_data_test0.h5, "
-            f"ply_data_test1.h5), whose order differs from the split lists of {dataset.root}: point --root at "
-            "shapenet_part_seg_hdf5_data (or the folder holding its hdf5_data/)"
+            f"Find3D's ShapeNetPart rotations and subsets index the HDF5 release's test set in its file order "
+            f"(ply_data_test0.h5, ply_data_test1.h5), an order the split lists of {dataset.root} do not give: "
+            "point --root at shapenet_part_seg_hdf5_data (or the folder holding its hdf5_data/)"
         )
     if isinstance(dataset, PartNetE):
         if dataset.split != "test":
@@ -167,11 +167,6 @@ class Find3DFiles:
     def in_subset(self, key: Find3DKey) -> bool:
         assert self.subset is not None
         return key.member in self.subset.get(key.category, ())
-
-    def subset_size(self, categories: list[str]) -> int:
-        """How many shapes Find3D's subset names in these categories (to report absent ones)."""
-        assert self.subset is not None
-        return sum(len(v) for k, v in self.subset.items() if k in set(categories))
 
     def to_dict(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "source": FIND3D_SOURCE, "files": self.files}
