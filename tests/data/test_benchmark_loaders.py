@@ -50,6 +50,8 @@ def test_shapenetpart_normal_layout(tmp_path):
     assert len(ShapeNetPart(root, "all", categories=["table"])) == 2
     assert len(ShapeNetPart(root, "all", limit=1)) == 1
     assert build_dataset("shapenetpart", root).name == "shapenetpart"
+    with pytest.raises(ValueError, match=r"the partnet loader takes no option \['missing'\]; its options: \["):
+        build_dataset("partnet", root, missing="skip")
 
 
 def test_shapenetpart_errors(tmp_path):
