@@ -15,8 +15,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "segment": "patchalign3d.api",
     "segment_mesh": "patchalign3d.api",
-    "Segmentation": "patchalign3d.api",
-    "MeshSegmentation": "patchalign3d.api",
+    "segment_files": "patchalign3d.batch",
+    "Segmentation": "patchalign3d.results",
+    "MeshSegmentation": "patchalign3d.results",
     "load_model": "patchalign3d.model.checkpoint",
     "export_released": "patchalign3d.model.checkpoint",
     "PatchAlign3D": "patchalign3d.model.patchalign3d",
@@ -30,10 +31,12 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from patchalign3d.api import MeshSegmentation, Segmentation, segment, segment_mesh
+    from patchalign3d.api import segment, segment_mesh
+    from patchalign3d.batch import segment_files
     from patchalign3d.errors import CheckpointError, WeightsUnavailableError
     from patchalign3d.model.checkpoint import export_released, load_model
     from patchalign3d.model.patchalign3d import PatchAlign3D, PatchAlign3DConfig
+    from patchalign3d.results import MeshSegmentation, Segmentation
     from patchalign3d.text import TextBank, get_text_encoder
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -22,66 +21,10 @@ from patchalign3d.model.grouping import Patches
 from patchalign3d.model.inference import cached_inference_copy
 from patchalign3d.model.patchalign3d import ASSIGN_MODES, RELEASE_TEMPERATURE, AssignMode, PatchAlign3D
 from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
+from patchalign3d.results import MeshSegmentation, Segmentation
 
 PointsLike = Union[np.ndarray, Tensor, str, os.PathLike]
 UP_AXES = ("y", "z")
-
-
-@dataclass
-class Segmentation:
-    """The result for one cloud. Arrays are numpy, in the input's order and frame.
-
-    Attributes:
-        points: ``(N, 3)`` the input points.
-        labels: ``(N,)`` int64 index into ``part_names``.
-        point_logits: ``(N, K)``.
-        part_names: the K names, as given.
-        patch_centers: ``(G, 3)`` patch centres, in the input frame.
-        patch_logits: ``(G, K)``.
-        dtype: the precision the network ran in, ``"float32"`` or ``"bfloat16"`` (what ``dtype="auto"`` chose).
-    """
-
-    points: np.ndarray
-    labels: np.ndarray
-    point_logits: np.ndarray
-    part_names: list[str]
-    patch_centers: np.ndarray
-    patch_logits: np.ndarray
-    dtype: str = "float32"
-
-    @property
-    def named_labels(self) -> list[str]:
-        """``(N,)`` part name of each point."""
-        return [self.part_names[i] for i in self.labels]
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``.npz`` (every array and the names) or ``.ply`` (points coloured by part)."""
-        from patchalign3d import viz
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".ply":
-            return viz.write_colored_ply(path, self.points, self.labels, len(self.part_names))
-        if path.suffix.lower() != ".npz":
-            raise ValueError(f"unsupported output type {path.suffix!r}; use .npz or .ply")
-        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
-        np.savez_compressed(path, part_names=np.array(self.part_names), **arrays)
-        return path
-
-    def to_png(self, path: str | os.PathLike, *, title: str | None = None) -> Path:
-        """A picture of the segmentation."""
-        from patchalign3d import viz
-
-        return viz.render_segmentation_png(self.points, self.labels, self.part_names, path, title=title)
-
-
-@dataclass
-class MeshSegmentation(Segmentation):
-    """A :class:`Segmentation` of points sampled on a mesh, plus per-vertex and per-face labels."""
-
-    mesh: Any = None
-    vertex_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    face_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 # -- inputs ---------------------------------------------------------------------------------------------
@@ -352,36 +295,60 @@ def segment_mesh(
     num_points: int = 2048,
     seed: int = 0,
     **kwargs: Any,
-) -> MeshSegmentation:
+) -> MeshSegmentation | list[MeshSegmentation]:
     """Segment a mesh: sample ``num_points`` on its surface, then label its vertices and faces.
 
-    Takes the keyword arguments of :func:`segment`. Vertex and face labels come from the same patch logits
-    and assignment mode as the sampled points (faces use their centroids).
+    ``mesh_or_path`` is a ``trimesh.Trimesh``, a ``trimesh.Scene``, a mesh file path, or a list of these
+    (segmented in batches; a list of results comes back). Takes the keyword arguments of :func:`segment`.
+    Vertex and face labels come from the same patch logits and assignment mode as the sampled points (faces
+    use their centroids). A scene's geometries are kept as ``pieces`` so that writers keep their materials.
     """
     import trimesh
 
-    from patchalign3d.data.io import load_mesh
-
-    mesh = load_mesh(mesh_or_path) if isinstance(mesh_or_path, (str, os.PathLike)) else mesh_or_path
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise ValueError("segment_mesh needs a trimesh.Trimesh with faces (or a mesh file path)")
-    if not np.isfinite(mesh.vertices).all():
-        raise ValueError("the mesh has NaN or infinite vertex coordinates")
+    single = not isinstance(mesh_or_path, (list, tuple))
+    inputs = [mesh_or_path] if single else list(mesh_or_path)
+    if not inputs:
+        raise ValueError("mesh_or_path is an empty list: nothing to segment")
     names = _validate_names(part_names)
-    samples, _ = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
     model = _resolve_model(kwargs.pop("model", None))
     defaults = dict(text=None, normalize=True, up_axis="y", assign="nearest", temperature=RELEASE_TEMPERATURE,
                     max_points=None, num_groups=None, device=None, dtype=DEFAULT_DTYPE, compile=False,
-                    batch_size=1)
+                    batch_size=16)
     unknown = set(kwargs) - set(defaults)
     if unknown:
         raise TypeError(f"segment_mesh got unexpected keyword arguments {sorted(unknown)}")
     opts = {**defaults, **kwargs}
-    verts = np.asarray(mesh.vertices, dtype=np.float32)
-    face_centers = np.asarray(mesh.triangles_center, dtype=np.float32)
-    (seg,), ((vlog, flog),) = _segment_clouds(
-        [samples.astype(np.float32)], names, model=model, seed=seed, queries=[[verts, face_centers]], **opts
-    )
-    return MeshSegmentation(
-        **vars(seg), mesh=mesh, vertex_labels=vlog.argmax(-1).astype(np.int64), face_labels=flog.argmax(-1).astype(np.int64)
-    )
+    meshes = [_as_mesh(m, None if single else i) for i, m in enumerate(inputs)]
+    samples = [trimesh.sample.sample_surface(mesh, num_points, seed=seed)[0].astype(np.float32) for mesh, _ in meshes]
+    queries = [[np.asarray(mesh.vertices, np.float32), np.asarray(mesh.triangles_center, np.float32)] for mesh, _ in meshes]
+    segs, query_logits = _segment_clouds(samples, names, model=model, seed=seed, queries=queries, **opts)
+    results = [
+        MeshSegmentation(**vars(seg), mesh=mesh, pieces=pieces, vertex_labels=vlog.argmax(-1).astype(np.int64),
+                         face_labels=flog.argmax(-1).astype(np.int64))
+        for seg, (mesh, pieces), (vlog, flog) in zip(segs, meshes, query_logits)
+    ]
+    return results[0] if single else results
+
+
+def _as_mesh(obj: Any, index: int | None) -> tuple[Any, list[Any]]:
+    """``(mesh, pieces)``: one ``Trimesh`` and the input's geometries it concatenates, face for face."""
+    import trimesh
+
+    from patchalign3d.data.io import load_mesh_pieces
+
+    where = "mesh_or_path" if index is None else f"mesh_or_path[{index}]"
+    if isinstance(obj, (str, os.PathLike)):
+        pieces = load_mesh_pieces(obj)
+        where = str(obj)
+    elif isinstance(obj, trimesh.Scene):
+        pieces = [g for g in obj.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
+    elif isinstance(obj, trimesh.Trimesh):
+        pieces = [obj]
+    else:
+        raise TypeError(f"{where} must be a trimesh.Trimesh, a trimesh.Scene or a mesh file path, got {type(obj).__name__}")
+    if not pieces or not sum(len(p.faces) for p in pieces):
+        raise ValueError(f"{where}: has no faces (a point cloud?); a mesh is needed here")
+    mesh = pieces[0] if len(pieces) == 1 else trimesh.util.concatenate(pieces)
+    if not np.isfinite(mesh.vertices).all():
+        raise ValueError(f"{where}: the mesh has NaN or infinite vertex coordinates")
+    return mesh, pieces

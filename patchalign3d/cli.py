@@ -12,30 +12,48 @@ from collections.abc import Sequence
 from pathlib import Path
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "demo")
+OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "demo", "app")
 
 
 def _segment_parser() -> argparse.ArgumentParser:
+    from patchalign3d.batch import BATCH_FORMATS
+    from patchalign3d.outputs import COLOR_MODES, PART_FILE_SUFFIXES
+
     p = argparse.ArgumentParser(
         prog="patchalign3d segment",
-        description="Label every point (and, for meshes, every vertex and face) of a shape with one of the given part names.",
+        description="Label every point (and, for meshes, every vertex and face) of shapes with one of the given part "
+        "names. One shape: --out is a file. Several shapes, a folder or a glob: --out is a folder, with one "
+        "output per shape and report.json; the exit code is 1 when any shape failed.",
     )
-    p.add_argument("shape", help="a shape file (.ply .obj .glb .off .pcd .npz .txt) or 'example:NAME' for a bundled shape")
+    p.add_argument("shapes", nargs="+", metavar="SHAPE",
+                   help="shape files (.ply .obj .glb .gltf .off .stl .pcd .npz .npy .txt .xyz .pts), folders (searched "
+                   "recursively), glob patterns (quote them: 'shapes/**/*.glb'), or 'example:NAME' for a bundled shape")
     p.add_argument("--parts", required=True, help='comma-separated part names, e.g. "seat,back,leg"')
-    p.add_argument("--checkpoint", default=None, help="released .pt, Lightning .ckpt or Hub repo id (default: the release on the Hub)")
+    p.add_argument("--checkpoint", default=None,
+                   help="released .pt, Lightning .ckpt, save_pretrained folder or Hub repo id (default: the release on the Hub)")
     text = p.add_mutually_exclusive_group()
     text.add_argument("--text-bank", default=None, help="a saved TextBank (.pt) holding the part names")
     text.add_argument("--text-encoder", default=None, help="'minilm', 'openclip:MODEL/PRETRAINED' or 'hf:NAME' (default: as trained)")
-    p.add_argument("--out", default=None, help="output .npz (all arrays) or .ply (points coloured by part)")
-    p.add_argument("--png", default=None, help="also write a picture of the result")
+    p.add_argument("--out", default=None,
+                   help="one shape: .glb/.gltf/.obj (meshes: one node per part, + .json), .ply or .npz; several: a folder")
+    p.add_argument("--formats", default="auto",
+                   help=f"several shapes: comma-separated {','.join(BATCH_FORMATS)} (auto: glb for meshes, ply for clouds)")
+    p.add_argument("--colors", default="input", choices=COLOR_MODES,
+                   help="mesh outputs: keep the input's colours/UVs/materials (parts without any get their part colour), "
+                   "or colour every part")
+    p.add_argument("--split-dir", default=None, help="also write one file per part of each mesh into this folder")
+    p.add_argument("--split-format", default="glb", choices=[s[1:] for s in PART_FILE_SUFFIXES])
+    p.add_argument("--png", default=None, help="one shape: also write a picture of the result")
     p.add_argument("--assign", default="nearest", choices=("nearest", "membership", "interpolate"))
     p.add_argument("--up-axis", default="y", choices=("y", "z"))
     p.add_argument("--no-normalize", action="store_true", help="do not centre and scale to the unit sphere")
     p.add_argument("--max-points", type=int, default=2048, help="encode at most this many points (0: all)")
     p.add_argument("--num-points", type=int, default=2048, help="points sampled on a mesh's surface")
+    p.add_argument("--batch-size", type=int, default=16, help="shapes per forward pass")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that need full unpickling")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -47,29 +65,87 @@ def _resolve_shape(shape: str) -> Path:
     return Path(shape)
 
 
+def _is_batch(shapes: Sequence[str]) -> bool:
+    import glob
+
+    one = shapes[0]
+    return len(shapes) > 1 or Path(one).is_dir() or (not Path(one).exists() and glob.has_magic(one))
+
+
 def segment_main(argv: Sequence[str]) -> int:
     args = _segment_parser().parse_args(argv)
-    import patchalign3d as pa
-    from patchalign3d.data.io import load_geometry
+    try:
+        return _segment_many(args) if _is_batch(args.shapes) else _segment_one(args)
+    except (OSError, ValueError, KeyError) as err:  # bad paths, names, checkpoints: a message, not a traceback
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"patchalign3d segment: error: {message}", file=sys.stderr)
+        return 2
 
-    names = [n.strip() for n in args.parts.split(",")]
+
+def _model_and_text(args: argparse.Namespace):
+    import patchalign3d as pa
+
     model = pa.load_model(args.checkpoint, trust_pickle=args.trust_pickle)
     text = pa.TextBank.load(args.text_bank) if args.text_bank else args.text_encoder
+    return model, text
+
+
+def _segment_one(args: argparse.Namespace) -> int:
+    import patchalign3d as pa
+    from patchalign3d.data.io import load_mesh_pieces
+    from patchalign3d.outputs import check_output_path
+
+    path = _resolve_shape(args.shapes[0])
+    names = [n.strip() for n in args.parts.split(",")]
+    pieces = load_mesh_pieces(path)  # checks the file before the model loads; [] for point clouds
+    if args.out:
+        check_output_path(args.out, mesh=bool(pieces))
+    model, text = _model_and_text(args)
     opts = dict(model=model, text=text, normalize=not args.no_normalize, up_axis=args.up_axis, assign=args.assign,
                 device=args.device, dtype=args.dtype)
-    path = _resolve_shape(args.shape)
-    geom = load_geometry(path)
-    if hasattr(geom, "faces") and len(geom.faces):
-        seg = pa.segment_mesh(geom, names, num_points=args.num_points, **opts)
+    if pieces:
+        seg = pa.segment_mesh(path, names, num_points=args.num_points, **opts)
     else:
         seg = pa.segment(path, names, max_points=args.max_points or None, **opts)
     counts = {n: int((seg.labels == k).sum()) for k, n in enumerate(seg.part_names)}
     print(f"{path.name}: {len(seg.labels)} points -> " + ", ".join(f"{n}: {c}" for n, c in counts.items()))
     if args.out:
-        print(f"wrote {seg.save(args.out)}")
+        out = seg.save(args.out, colors=args.colors) if pieces else seg.save(args.out)
+        print(f"wrote {out}" + (f" and {out.with_suffix('.json')}" if out.suffix.lower() in (".glb", ".gltf", ".obj") else ""))
+    if args.split_dir:
+        if not pieces:
+            raise ValueError(f"--split-dir needs a mesh; {path} is a point cloud")
+        files = seg.save_parts(args.split_dir, suffix=args.split_format, colors=args.colors)
+        print(f"wrote {len(files)} part files to {args.split_dir}")
     if args.png:
         print(f"wrote {seg.to_png(args.png, title=path.name)}")
     return 0
+
+
+def _segment_many(args: argparse.Namespace) -> int:
+    from patchalign3d.batch import segment_files
+    from patchalign3d.outputs import PART_FILE_SUFFIXES
+
+    if not args.out:
+        raise ValueError("several shapes need --out OUTDIR (a folder for the outputs and report.json)")
+    if Path(args.out).suffix.lower() in PART_FILE_SUFFIXES + (".npz",) and not Path(args.out).is_dir():
+        raise ValueError(f"several shapes need --out to be a folder, got the file name {args.out}")
+    if args.png:
+        raise ValueError("with several shapes, ask for pictures with --formats auto,png instead of --png")
+    model, text = _model_and_text(args)
+    sources = [str(_resolve_shape(s)) if s.startswith("example:") else s for s in args.shapes]
+    report = segment_files(
+        sources, [n.strip() for n in args.parts.split(",")], args.out, model=model, text=text,
+        formats=args.formats.split(","), colors=args.colors, split_dir=args.split_dir,
+        split_format=f".{args.split_format}", num_points=args.num_points, batch_size=args.batch_size,
+        progress=not args.no_progress, normalize=not args.no_normalize, up_axis=args.up_axis, assign=args.assign,
+        max_points=args.max_points or None, device=args.device, dtype=args.dtype,
+    )
+    print(f"segmented {len(report.written)} shape(s) into {args.out}; {len(report.failed)} failed")
+    for failure in report.failed:
+        print(f"  FAILED {failure['path']}: {failure['reason']}", file=sys.stderr)
+    print(f"report: {report.report_path}")
+    return 0 if report.ok else 1
 
 
 def export_main(argv: Sequence[str]) -> int:
@@ -93,11 +169,12 @@ def _lightning(argv: Sequence[str]) -> int:
 
 def _usage() -> str:
     return (
-        "usage: patchalign3d {segment,export,evaluate,demo,fit,validate,test,predict} ...\n\n"
-        "  segment   label a shape's points with part names\n"
+        "usage: patchalign3d {segment,export,evaluate,demo,app,fit,validate,test,predict} ...\n\n"
+        "  segment   label the points, vertices and faces of shapes (files, folders, globs) with part names\n"
         "  export    convert a stage-2 checkpoint to the released format\n"
         "  evaluate  benchmark a checkpoint (shapenetpart, faust, objaverse, partnet)\n"
         "  demo      the embedded default, end to end on a CPU\n"
+        "  app       a web app (Gradio, extra [app]): upload a shape, name its parts, see and download them\n"
         "  fit|validate|test|predict   training (LightningCLI), e.g. patchalign3d fit -c configs/stage1.yaml\n"
     )
 
@@ -121,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from patchalign3d.demo import demo_main
 
         return demo_main(rest)
+    if command == "app":
+        from patchalign3d.app.main import app_main
+
+        return app_main(rest)
     if command in LIGHTNING_SUBCOMMANDS or command.startswith("-"):
         return _lightning(argv)
     print(f"patchalign3d: unknown command {command!r}\n\n" + _usage(), file=sys.stderr)

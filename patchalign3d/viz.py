@@ -1,4 +1,4 @@
-"""Pictures of segmentations: coloured point clouds as PNG (matplotlib, headless) and coloured PLY files."""
+"""Pictures of segmentations: coloured point clouds as PNG (matplotlib, headless). Files: :mod:`patchalign3d.outputs`."""
 
 from __future__ import annotations
 
@@ -26,17 +26,6 @@ def label_colors(labels: np.ndarray, num_parts: int) -> np.ndarray:
     labels = np.asarray(labels)
     table = np.vstack([part_colors(num_parts), _UNLABELLED])
     return (table[np.where(labels < 0, num_parts, labels)] * 255).round().astype(np.uint8)
-
-
-def write_colored_ply(path: str | os.PathLike, points: np.ndarray, labels: np.ndarray, num_parts: int) -> Path:
-    """Points coloured by part as a binary PLY (with a ``label`` vertex property)."""
-    import trimesh
-
-    path = Path(path)
-    colors = label_colors(labels, num_parts)
-    cloud = trimesh.PointCloud(np.asarray(points, dtype=np.float64), colors=colors)
-    path.write_bytes(trimesh.exchange.ply.export_ply(cloud, encoding="binary"))
-    return path
 
 
 def _view(points: np.ndarray, up_axis: str) -> np.ndarray:

@@ -208,3 +208,19 @@ def test_text_none_uses_the_encoder_the_checkpoint_names(cloud):
     seg = segment(cloud, ["wing", "tail"], model=model)
     bank = TextBank.build(["wing", "tail"], get_text_encoder("minilm"))
     assert np.array_equal(seg.labels, segment(cloud, ["wing", "tail"], model=model, text=bank).labels)
+
+
+def test_segment_mesh_list_equals_one_by_one_and_saves_every_face(tiny_model, bank, tmp_path):
+    capsule = trimesh.creation.capsule(height=1.0, radius=0.3, count=[16, 16])
+    box = trimesh.creation.box(extents=[1.0, 0.4, 0.6])
+    box.visual.face_colors = [10, 200, 10, 255]
+    box.export(tmp_path / "box.glb")
+    both = segment_mesh([capsule, tmp_path / "box.glb"], NAMES, model=tiny_model, text=bank, num_points=300)
+    for src, seg in zip([capsule, tmp_path / "box.glb"], both):
+        alone = segment_mesh(src, NAMES, model=tiny_model, text=bank, num_points=300)
+        assert np.array_equal(seg.face_labels, alone.face_labels)
+    scene = trimesh.load(both[1].save(tmp_path / "parts.glb"), process=False)
+    counts = {n: len(g.faces) for n, g in scene.geometry.items()}
+    assert counts == {n: int((both[1].face_labels == k).sum()) for k, n in enumerate(NAMES) if (both[1].face_labels == k).any()}
+    with pytest.raises(TypeError, match=r"mesh_or_path\[1\] must be a trimesh.Trimesh"):
+        segment_mesh([capsule, 3], NAMES, model=tiny_model, text=bank)

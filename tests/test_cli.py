@@ -40,10 +40,38 @@ def test_segment_point_file_to_ply(tiny_files, tmp_path):
     assert (tmp_path / "c.ply").stat().st_size > 300 * 15
 
 
-def test_segment_unknown_part_name_fails_clearly(tiny_files):
+def test_segment_unknown_part_name_fails_clearly(tiny_files, capsys):
     _, ckpt, bank = tiny_files
-    with pytest.raises(KeyError, match="armrest"):
-        main(["segment", "example:chair", "--parts", "seat,armrest", "--checkpoint", str(ckpt), "--text-bank", str(bank)])
+    assert main(["segment", "example:chair", "--parts", "seat,armrest", "--checkpoint", str(ckpt), "--text-bank", str(bank)]) == 2
+    err = capsys.readouterr().err
+    assert "patchalign3d segment: error:" in err and "not in the text bank" in err and "armrest" in err
+
+
+@pytest.mark.parametrize("shape, message", [
+    ("no/such/chair.glb", "no such shape file: no/such/chair.glb"),
+    ("example:sofa", "no bundled example 'sofa'"),
+])
+def test_segment_bad_paths_are_messages_not_tracebacks(tiny_files, capsys, shape, message):
+    _, ckpt, bank = tiny_files
+    assert main(["segment", shape, "--parts", "seat", "--checkpoint", str(ckpt), "--text-bank", str(bank)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_segment_mesh_to_glb_with_split_dir(tiny_files, tmp_path, capsys):
+    import json
+
+    import trimesh
+
+    _, ckpt, bank = tiny_files
+    assert main(["segment", "example:chair", "--parts", "seat,leg,back", "--checkpoint", str(ckpt), "--text-bank",
+                 str(bank), "--out", str(tmp_path / "parts.glb"), "--split-dir", str(tmp_path / "split")]) == 0
+    record = json.loads((tmp_path / "parts.json").read_text())
+    scene = trimesh.load(tmp_path / "parts.glb", process=False)
+    chair = trimesh.load(main.__globals__["_resolve_shape"]("example:chair"), process=False)
+    assert record["num_faces"] == len(chair.faces) == sum(len(g.faces) for g in scene.geometry.values())
+    present = {n for n, c in record["faces_per_part"].items() if c}
+    assert set(scene.geometry) == present and {p.stem for p in (tmp_path / "split").iterdir()} == present
+    assert "parts.json" in capsys.readouterr().out
 
 
 def test_export_lightning_checkpoint_round_trip(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from patchalign3d.viz import label_colors, part_colors, render_segmentation_png, write_colored_ply
+from patchalign3d.viz import label_colors, part_colors, render_segmentation_png
 
 
 def test_colors_are_distinct_and_unlabelled_is_grey():
@@ -20,13 +20,3 @@ def test_png_shows_parts_in_their_colours(tmp_path):
     img = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
     for colour in label_colors(np.array([0, 1]), 2).astype(int):
         assert (np.abs(img - colour).sum(1) < 30).sum() > 50  # both parts are drawn
-
-
-def test_colored_ply(tmp_path):
-    import trimesh
-
-    pts = np.random.default_rng(1).normal(size=(50, 3))
-    path = write_colored_ply(tmp_path / "p.ply", pts, np.arange(50) % 3, 3)
-    back = trimesh.load(path)
-    assert np.allclose(back.vertices, pts)
-    assert np.array_equal(back.colors[:, :3], label_colors(np.arange(50) % 3, 3))

@@ -46,7 +46,7 @@ def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | trimesh.PointClo
     if isinstance(loaded, trimesh.Scene):
         if not loaded.geometry:
             raise ShapeFileError(f"{path}: the scene holds no geometry")
-        meshes = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
+        meshes = _scene_meshes(loaded)
         if meshes:
             return trimesh.util.concatenate(meshes) if len(meshes) > 1 else meshes[0]
         clouds = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.PointCloud)]
@@ -107,3 +107,27 @@ def _read_npz(path: Path) -> np.ndarray:
             if key in data.files:
                 return data[key]
         raise ShapeFileError(f"{path}: no points array; expected one of the keys {NPZ_POINT_KEYS}, found {data.files}")
+
+
+def _scene_meshes(scene: trimesh.Scene) -> list[trimesh.Trimesh]:
+    # dump() applies each node's transform and keeps each geometry's own visuals
+    return [g for g in scene.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
+
+
+def load_mesh_pieces(path: str | os.PathLike) -> list[trimesh.Trimesh]:
+    """The triangle meshes of a mesh file, one per geometry of its scene, transforms applied.
+
+    Each piece keeps its own colours, UVs and material (a flattened mesh cannot hold several materials);
+    :func:`load_mesh` is their concatenation, face for face in this order. A file with no triangles (a
+    point cloud) gives an empty list.
+    """
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() in POINT_SUFFIXES:
+        return []
+    try:
+        loaded = trimesh.load(path, process=False, force="scene")
+    except Exception as err:  # noqa: BLE001 - trimesh raises many types for corrupt files
+        raise ShapeFileError(f"{path}: could not be read as a mesh ({type(err).__name__}: {err})") from err
+    pieces = _scene_meshes(loaded)
+    return pieces if any(len(p.faces) for p in pieces) else []

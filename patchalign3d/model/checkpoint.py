@@ -1,4 +1,5 @@
-"""Loading and exporting weights: the released file, this package's Lightning checkpoints, the Hub.
+"""Loading and exporting weights: the released file, this package's Lightning checkpoints, the Hub
+(released files, and ``save_pretrained`` folders and repos: :mod:`patchalign3d.model.hub`).
 
 The released file is ``{"model": encoder_state, "proj": {"proj.weight", "proj.bias"}, "temp": {"log_scale"}}``
 (REFERENCE section 3). Files are read with ``torch.load(weights_only=True)``: a pickle from the internet can
@@ -72,7 +73,7 @@ def config_from_state(
     return PatchAlign3DConfig.from_dict({**PatchAlign3DConfig().to_dict(), **cfg})
 
 
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     result = module.load_state_dict(state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
@@ -92,9 +93,9 @@ def model_from_released(obj: dict, *, config: PatchAlign3DConfig | None = None, 
         raise CheckpointError(f"'proj' must hold exactly proj.weight and proj.bias, found {sorted(proj)}")
     cfg = config or config_from_state(encoder_state, proj, **overrides)
     model = PatchAlign3D(cfg)
-    _load_strict(model.encoder, encoder_state, "the 'model' entry")
+    load_strict(model.encoder, encoder_state, "the 'model' entry")
     if proj is not None:
-        _load_strict(model.proj, {"weight": proj["proj.weight"], "bias": proj["proj.bias"]}, "the 'proj' entry")
+        load_strict(model.proj, {"weight": proj["proj.weight"], "bias": proj["proj.bias"]}, "the 'proj' entry")
     temp = obj.get("temp") or {}
     if "log_scale" in temp:
         model.log_scale.data.copy_(torch.as_tensor(temp["log_scale"]).reshape(()))
@@ -111,7 +112,7 @@ def model_from_lightning(obj: dict) -> PatchAlign3D:
         )
     model = PatchAlign3D(PatchAlign3DConfig.from_dict(info["config"]))
     state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
-    _load_strict(model, state, f"the stage-{info.get('stage', '?')} checkpoint's model")
+    load_strict(model, state, f"the stage-{info.get('stage', '?')} checkpoint's model")
     model.text_meta = info.get("text")
     return model
 
@@ -136,23 +137,52 @@ def _hub_download(repo_id: str, filename: str, revision: str | None) -> Path:
         raise WeightsUnavailableError(f"could not fetch {filename} from {repo_id}: {err}") from err
 
 
-def resolve_source(source: str | os.PathLike | None) -> Path:
-    """A local file for ``source``: a path, ``"owner/repo"``, ``"owner/repo/file.pt"`` or ``None`` (default)."""
+def _repo_and_revision(source: str | os.PathLike | None) -> tuple[str, str | None] | None:
+    """``("owner/name", revision)`` when ``source`` names a whole Hub repo (``None``: the default one)."""
     if source is None:
-        return _hub_download(DEFAULT_REPO, DEFAULT_FILENAME, None)
-    path = Path(source).expanduser()
-    if path.exists():
-        return path
-    text = str(source).removeprefix("hf://")
-    revision = None
-    if "@" in text:
-        text, revision = text.split("@", 1)
+        return DEFAULT_REPO, None
+    text = str(source)
+    if Path(text).expanduser().exists() or (text.startswith("hf://") and text.count("/") > 3):
+        return None
+    text = text.removeprefix("hf://")
+    text, _, revision = text.partition("@")
     parts = text.split("/")
     if len(parts) == 2 and all(parts) and not text.endswith((".pt", ".ckpt", ".pth")):
-        return _hub_download(text, DEFAULT_FILENAME, revision)
-    if len(parts) >= 3 and str(source).startswith("hf://"):
-        return _hub_download("/".join(parts[:2]), "/".join(parts[2:]), revision)
-    raise FileNotFoundError(f"no checkpoint at {source!r} (not a file, nor a Hugging Face repo id 'owner/name')")
+        return text, revision or None
+    return None
+
+
+def _repo_has_pretrained_layout(repo_id: str, revision: str | None) -> bool:
+    """Whether the repo holds ``save_pretrained`` files (this package's config.json) rather than a released .pt.
+
+    Any failure here (no such file, offline and not cached) answers False: the released file is tried next,
+    and its download names the problem.
+    """
+    from huggingface_hub import hf_hub_download
+
+    from patchalign3d.model.hub import CONFIG_NAME, is_hub_config
+
+    try:
+        config = Path(hf_hub_download(repo_id, CONFIG_NAME, revision=revision))
+        return is_hub_config(json.loads(config.read_text()))
+    except Exception:  # noqa: BLE001 - the Hub's many error types all mean "not this layout here"
+        return False
+
+
+def resolve_source(source: str | os.PathLike | None) -> Path:
+    """A local file for ``source``: a path, ``"owner/repo"``, ``"hf://owner/repo/file.pt"`` or ``None`` (default)."""
+    path = Path(source).expanduser() if source is not None else None
+    if path is not None and path.exists():
+        return path
+    repo = _repo_and_revision(source)
+    if repo is not None:
+        return _hub_download(repo[0], DEFAULT_FILENAME, repo[1])
+    text = str(source)
+    if text.startswith("hf://") and text.count("/") > 3:
+        text, _, revision = text.removeprefix("hf://").partition("@")
+        parts = text.split("/")
+        return _hub_download("/".join(parts[:2]), "/".join(parts[2:]), revision or None)
+    raise FileNotFoundError(f"no checkpoint at {source!r} (not a file or folder, nor a Hugging Face repo id 'owner/name')")
 
 
 def load_model(
@@ -165,9 +195,11 @@ def load_model(
     """Load a PatchAlign3D model, in eval mode.
 
     Args:
-        source: a released-format ``.pt``, a Lightning ``.ckpt`` of this package (either stage), a Hugging
-            Face repo id (``"owner/name"``, file ``patchalign3d.pt``; ``"hf://owner/name/file.pt"`` for another
-            file; ``@revision`` suffix allowed), or ``None`` for ``patchalign3d/patchalign3d-encoder``.
+        source: a released-format ``.pt``, a Lightning ``.ckpt`` of this package (either stage), a folder
+            written by ``PatchAlign3D.save_pretrained``, a Hugging Face repo id (``"owner/name"``: its
+            ``save_pretrained`` files when it has them, else its ``patchalign3d.pt``;
+            ``"hf://owner/name/file.pt"`` for another file; ``@revision`` suffix allowed), or ``None`` for
+            ``patchalign3d/patchalign3d-encoder``.
         device: where to put the model.
         trust_pickle: allow files that need full unpickling (only for sources you trust).
         overrides: config fields the weights cannot tell (``num_groups``, ``group_size``, ``num_heads``).
@@ -176,19 +208,28 @@ def load_model(
         WeightsUnavailableError: a Hub source that is not cached while offline.
         CheckpointError: a file of the wrong layout (the message lists missing and unexpected keys).
     """
-    path = resolve_source(source)
+    repo = _repo_and_revision(source)
+    if source is not None and Path(source).expanduser().is_dir():
+        model = PatchAlign3D.from_pretrained(Path(source).expanduser(), **overrides)
+    elif repo is not None and _repo_has_pretrained_layout(*repo):
+        model = PatchAlign3D.from_pretrained(repo[0], revision=repo[1], **overrides)
+    else:
+        model = _load_file(resolve_source(source), trust_pickle, overrides)
+    return model.to(device).eval() if device is not None else model.eval()
+
+
+def _load_file(path: Path, trust_pickle: bool, overrides: dict) -> PatchAlign3D:
     obj = safe_load(path, trust_pickle=trust_pickle)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     if "state_dict" in obj:
-        model = model_from_lightning(obj)
-    else:
-        side = _sidecar(path)
-        saved = json.loads(side.read_text()) if side.is_file() else {}
-        text_meta = saved.pop("text_meta", None)
-        model = model_from_released(obj, **{**saved, **overrides})
-        model.text_meta = text_meta
-    return model.to(device).eval() if device is not None else model.eval()
+        return model_from_lightning(obj)
+    side = _sidecar(path)
+    saved = json.loads(side.read_text()) if side.is_file() else {}
+    text_meta = saved.pop("text_meta", None)
+    model = model_from_released(obj, **{**saved, **overrides})
+    model.text_meta = text_meta
+    return model
 
 
 def export_released(model: PatchAlign3D, path: str | os.PathLike, *, text_meta: dict | None = None) -> Path:
