@@ -168,7 +168,7 @@ def main() -> None:
             "net_bf16": lambda: bf16.embed_patches(bf16.encoder(pb.neighborhood, pb.centers)),
             "seg_fp32": lambda: segment(clouds, names, model=model, text=bank, dtype="float32", batch_size=b),
             "seg_bf16": lambda: segment(clouds, names, model=model, text=bank, dtype="bfloat16", batch_size=b),
-        }, max(2, reps - 2))
+        }, reps)
         for d in ("fp32", "bf16"):
             roof = mm_flops / t[f"roof_{d}"]
             out[f"matmul_{d}_gflops"] = roof / 1e9

@@ -65,6 +65,20 @@ def fast_bf16(device: str | torch.device = "cpu") -> bool:
     return False
 
 
+def training_precision(accelerator: str = "cpu") -> str:
+    """The Lightning ``precision`` for training on ``accelerator`` (``cpu``, ``gpu``/``cuda``):
+    ``bf16-mixed`` where bf16 is native (see :func:`fast_bf16`), else ``32-true``.
+
+    Configs use it as ``precision: ${precision_auto:cpu}`` (an OmegaConf resolver of the training CLI).
+    """
+    if accelerator not in ("cpu", "gpu", "cuda"):
+        raise ValueError(f"precision_auto takes the accelerator 'cpu' or 'gpu', got {accelerator!r}")
+    device = "cpu" if accelerator == "cpu" else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if fast_bf16(device) else "32-true"
+
+
 @functools.cache
 def _cuda_fast_bf16(index: int) -> bool:
     # Ampere (8.0) and newer have bf16 tensor cores; older GPUs only emulate bf16.

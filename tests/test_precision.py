@@ -57,3 +57,22 @@ def test_torch_and_cpuinfo_agree_on_this_cpu():
 def test_auto_on_cuda_is_bf16_from_ampere_on():
     major = torch.cuda.get_device_capability(0)[0]
     assert resolve_dtype("auto", "cuda:0") == (torch.bfloat16 if major >= 8 else torch.float32)
+
+
+def test_training_precision_follows_the_hardware():
+    from patchalign3d.precision import training_precision
+
+    assert training_precision("cpu") == ("bf16-mixed" if cpu_bf16_features() else "32-true")
+    if not torch.cuda.is_available():
+        assert training_precision("gpu") == "32-true"
+    with pytest.raises(ValueError, match="accelerator"):
+        training_precision("tpu")
+
+
+def test_demo_configs_resolve_precision_auto():
+    from patchalign3d.lit.cli import cli_main
+    from patchalign3d.precision import training_precision
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    for args in (["-c", str(demo / "stage1.yaml")], ["-c", str(demo / "stage2.yaml"), "--model.init_args.init_from", "null"]):
+        assert cli_main(args, run=False).trainer.precision == training_precision("cpu")
