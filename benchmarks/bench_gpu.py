@@ -64,9 +64,23 @@ class Sizes:
 
 
 FULL = Sizes()
-TINY = Sizes(arch="tiny", batches=(1, 4), cloud_points=256, grouping_points=(256, 2_048), gemm=256,
-             teacher="vit_small_patch14_dinov2", teacher_px=56, teacher_batch=2, train_arch="tiny", train_batch=4,
-             train_shapes=24, train_points=256, train_steps=2, train_workers=0, repeats=1)
+TINY = Sizes(
+    arch="tiny",
+    batches=(1, 4),
+    cloud_points=256,
+    grouping_points=(256, 2_048),
+    gemm=256,
+    teacher="vit_small_patch14_dinov2",
+    teacher_px=56,
+    teacher_batch=2,
+    train_arch="tiny",
+    train_batch=4,
+    train_shapes=24,
+    train_points=256,
+    train_steps=2,
+    train_workers=0,
+    repeats=1,
+)
 
 
 class Meter:
@@ -134,13 +148,31 @@ def bench_inference(m: Meter, s: Sizes, roofline: dict[str, float]) -> list[dict
                     net.embed_patches(net.encoder(patches.neighborhood, patches.centers))
 
             t_net, mem_net = m.time(forward, s.repeats)
-            t_seg, mem_seg = m.time(lambda dtype=dtype: segment(list(clouds), names, model=model, text=bank,
-                                                                 dtype=dtype, batch_size=batch, device=m.device),
-                                    max(1, s.repeats // 2))
+            t_seg, mem_seg = m.time(
+                lambda dtype=dtype: segment(
+                    list(clouds),
+                    names,
+                    model=model,
+                    text=bank,
+                    dtype=dtype,
+                    batch_size=batch,
+                    device=m.device,
+                ),
+                max(1, s.repeats // 2),
+            )
             achieved = batch * flops / t_net / 1e12
-            rows.append({"batch": batch, "dtype": name, "network_clouds_per_s": batch / t_net,
-                         "network_tflops": achieved, "ratio_network_vs_roofline": achieved / roofline[f"matmul_{name}_tflops"],
-                         "segment_clouds_per_s": batch / t_seg, "peak_mib_network": mem_net, "peak_mib_segment": mem_seg})
+            rows.append(
+                {
+                    "batch": batch,
+                    "dtype": name,
+                    "network_clouds_per_s": batch / t_net,
+                    "network_tflops": achieved,
+                    "ratio_network_vs_roofline": achieved / roofline[f"matmul_{name}_tflops"],
+                    "segment_clouds_per_s": batch / t_seg,
+                    "peak_mib_network": mem_net,
+                    "peak_mib_segment": mem_seg,
+                }
+            )
     return rows
 
 
@@ -149,7 +181,10 @@ def bench_grouping(m: Meter, s: Sizes) -> list[dict]:
     rng = np.random.default_rng(1)
     for n in s.grouping_points:
         pts = torch.from_numpy(rng.normal(size=(1, n, 3)).astype(np.float32)).to(m.device)
-        t, mem = m.time(lambda: group_points(pts, 128, 32, skip_near_origin=True), 1 if n >= 10**6 else max(1, s.repeats // 2))
+        t, mem = m.time(
+            lambda: group_points(pts, 128, 32, skip_near_origin=True),
+            1 if n >= 10**6 else max(1, s.repeats // 2),
+        )
         rows.append({"points": n, "ms": t * 1e3, "peak_mib": mem})
     return rows
 
@@ -159,14 +194,30 @@ def bench_teacher(m: Meter, s: Sizes) -> list[dict]:
 
     torch.manual_seed(0)
     rows = []
-    images = np.random.default_rng(2).integers(0, 256, (s.teacher_batch, s.teacher_px, s.teacher_px, 3), dtype=np.uint8)
+    images = np.random.default_rng(2).integers(
+        0, 256, (s.teacher_batch, s.teacher_px, s.teacher_px, 3), dtype=np.uint8
+    )
     for dtype in ("float32", "bfloat16"):
-        teacher = Teacher(TeacherConfig(name=s.teacher, pretrained=False, img_size=s.teacher_px,
-                                        batch_size=s.teacher_batch, device=str(m.device), dtype=dtype))
+        teacher = Teacher(
+            TeacherConfig(
+                name=s.teacher,
+                pretrained=False,
+                img_size=s.teacher_px,
+                batch_size=s.teacher_batch,
+                device=str(m.device),
+                dtype=dtype,
+            )
+        )
         t, mem = m.time(lambda: teacher.patch_features(images), max(1, s.repeats // 2))
-        rows.append({"teacher": s.teacher, "px": s.teacher_px, "dtype": dtype, "images_per_s": s.teacher_batch / t,
-                     "peak_mib": mem})
-        del teacher
+        rows.append(
+            {
+                "teacher": s.teacher,
+                "px": s.teacher_px,
+                "dtype": dtype,
+                "images_per_s": s.teacher_batch / t,
+                "peak_mib": mem,
+            }
+        )
     return rows
 
 
@@ -176,79 +227,153 @@ def bench_training(m: Meter, s: Sizes, workdir: Path) -> list[dict]:
     from patchalign3d.lit import Stage1Module, Stage2Module, StoreDataModule
 
     # One LitData writer forked from here for tiny runs (spawned writers import everything again: ~10 s each).
-    store = ensure_store(workdir / "store", s.train_shapes, s.train_points, 768, workers=max(1, s.train_workers),
-                         start_method="fork" if s.train_workers == 0 else None)
+    store = ensure_store(
+        workdir / "store",
+        s.train_shapes,
+        s.train_points,
+        768,
+        workers=max(1, s.train_workers),
+        start_method="fork" if s.train_workers == 0 else None,
+    )
     bank = workdir / "bank.pt"
-    torch.save({"keys": PART_NAMES, "emb": F.normalize(torch.randn(len(PART_NAMES), 1280), dim=-1),
-                "meta": {"text_dim": 1280, "backend": "random"}}, bank)
+    torch.save(
+        {
+            "keys": PART_NAMES,
+            "emb": F.normalize(torch.randn(len(PART_NAMES), 1280), dim=-1),
+            "meta": {"text_dim": 1280, "backend": "random"},
+        },
+        bank,
+    )
     precision = "bf16-mixed"
     rows = []
     for stage in (1, 2):
         common = dict(arch=s.train_arch, lr_encoder=1e-4, lr_head=1e-4)
-        module = (Stage1Module(**common, teacher_dim=None) if stage == 1 else
-                  Stage2Module(**common, text_dim=1280, text_bank=str(bank), trainable="paper"))
-        dm = StoreDataModule(str(store), batch_size=s.train_batch, num_points=min(2048, s.train_points),
-                             num_workers=s.train_workers, with_features=stage == 1, with_labels=stage == 2)
+        module = (
+            Stage1Module(**common, teacher_dim=None)
+            if stage == 1
+            else Stage2Module(**common, text_dim=1280, text_bank=str(bank), trainable="paper")
+        )
+        dm = StoreDataModule(
+            str(store),
+            batch_size=s.train_batch,
+            num_points=min(2048, s.train_points),
+            num_workers=s.train_workers,
+            with_features=stage == 1,
+            with_labels=stage == 2,
+        )
         timer = StepTimer()
-        trainer = Trainer(accelerator="gpu" if m.device.type == "cuda" else "cpu", devices=1, precision=precision,
-                          max_steps=s.train_steps + 3, logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                          callbacks=[timer])
+        trainer = Trainer(
+            accelerator="gpu" if m.device.type == "cuda" else "cpu",
+            devices=1,
+            precision=precision,
+            max_steps=s.train_steps + 3,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[timer],
+        )
         m.reset_peak()
         trainer.fit(module, datamodule=dm)
         steps = timer.steps[1:] or timer.steps
-        rows.append({"stage": stage, "arch": s.train_arch, "batch": s.train_batch, "precision": precision,
-                     "steps_per_s": 1 / float(np.mean(steps)), "data_wait_pct": 100 * sum(timer.waits[1:]) / max(sum(steps), 1e-9),
-                     "peak_mib": m.peak_mib()})
+        rows.append(
+            {
+                "stage": stage,
+                "arch": s.train_arch,
+                "batch": s.train_batch,
+                "precision": precision,
+                "steps_per_s": 1 / float(np.mean(steps)),
+                "data_wait_pct": 100 * sum(timer.waits[1:]) / max(sum(steps), 1e-9),
+                "peak_mib": m.peak_mib(),
+            }
+        )
     return rows
 
 
 def markdown(result: dict) -> str:
     """The tables of one run, for BENCHMARKS.md."""
+
     def mib(v: float | None) -> str:
         return "n/a" if v is None else f"{v:,.0f}"
 
     r = result["roofline"]
-    lines = [f"Machine: {result['machine']}. Sizes: `{result['sizes']['arch']}` model, "
-             f"{result['sizes']['cloud_points']}-point clouds.", "",
-             f"Matmul roofline ({result['sizes']['gemm']}² GEMM): fp32 {r['matmul_fp32_tflops']:.3g} TFLOP/s, "
-             f"bf16 {r['matmul_bf16_tflops']:.3g} TFLOP/s.", "",
-             "| batch | dtype | network clouds/s | network TFLOP/s | **/ roofline** | segment() clouds/s | peak MiB (network / segment) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {result['machine']}. Sizes: `{result['sizes']['arch']}` model, "
+        f"{result['sizes']['cloud_points']}-point clouds.",
+        "",
+        f"Matmul roofline ({result['sizes']['gemm']}² GEMM): fp32 {r['matmul_fp32_tflops']:.3g} TFLOP/s, "
+        f"bf16 {r['matmul_bf16_tflops']:.3g} TFLOP/s.",
+        "",
+        "| batch | dtype | network clouds/s | network TFLOP/s | **/ roofline** | segment() clouds/s | peak MiB (network / segment) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for x in result["inference"]:
-        lines.append(f"| {x['batch']} | {x['dtype']} | {x['network_clouds_per_s']:.1f} | {x['network_tflops']:.3g} | "
-                     f"**{x['ratio_network_vs_roofline']:.2f}** | {x['segment_clouds_per_s']:.1f} | "
-                     f"{mib(x['peak_mib_network'])} / {mib(x['peak_mib_segment'])} |")
+        lines.append(
+            f"| {x['batch']} | {x['dtype']} | {x['network_clouds_per_s']:.1f} | {x['network_tflops']:.3g} | "
+            f"**{x['ratio_network_vs_roofline']:.2f}** | {x['segment_clouds_per_s']:.1f} | "
+            f"{mib(x['peak_mib_network'])} / {mib(x['peak_mib_segment'])} |"
+        )
     lines += ["", "| grouping points | ms | peak MiB |", "|---|---|---|"]
     lines += [f"| {x['points']:,} | {x['ms']:.1f} | {mib(x['peak_mib'])} |" for x in result["grouping"]]
     lines += ["", "| teacher | px | dtype | images/s | peak MiB |", "|---|---|---|---|---|"]
-    lines += [f"| {x['teacher']} | {x['px']} | {x['dtype']} | {x['images_per_s']:.1f} | {mib(x['peak_mib'])} |"
-              for x in result["teacher"]]
-    lines += ["", "| stage | arch | batch | precision | steps/s | data wait % | peak MiB |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {x['stage']} | {x['arch']} | {x['batch']} | {x['precision']} | {x['steps_per_s']:.2f} | "
-              f"{x['data_wait_pct']:.1f} | {mib(x['peak_mib'])} |" for x in result["training"]]
+    lines += [
+        f"| {x['teacher']} | {x['px']} | {x['dtype']} | {x['images_per_s']:.1f} | {mib(x['peak_mib'])} |"
+        for x in result["teacher"]
+    ]
+    lines += [
+        "",
+        "| stage | arch | batch | precision | steps/s | data wait % | peak MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {x['stage']} | {x['arch']} | {x['batch']} | {x['precision']} | {x['steps_per_s']:.2f} | "
+        f"{x['data_wait_pct']:.1f} | {mib(x['peak_mib'])} |"
+        for x in result["training"]
+    ]
     lines += ["", f"Total wall time {result['wall_s']:.0f} s."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("gpu_bench"), help="folder for gpu_bench.json and .md")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("gpu_bench"), help="folder for gpu_bench.json and .md"
+    )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run of the same code (CPU tests)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["inference", "grouping", "teacher", "training"])
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny sizes: a smoke run of the same code (CPU tests)"
+    )
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["inference", "grouping", "teacher", "training"]
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("no CUDA device here: run it on a GPU machine, or pass --device cpu (with --tiny for a quick check)")
+        parser.error(
+            "no CUDA device here: run it on a GPU machine, or pass --device cpu (with --tiny for a quick check)"
+        )
     sizes = TINY if args.tiny else FULL
     m = Meter(device)
     start = time.perf_counter()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    result: dict = {"machine": f"{name}, torch {torch.__version__}", "device": str(device), "sizes": asdict(sizes)}
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine()
+    )
+    result: dict = {
+        "machine": f"{name}, torch {torch.__version__}",
+        "device": str(device),
+        "sizes": asdict(sizes),
+    }
     result["roofline"] = bench_roofline(m, sizes)
-    sections = {"inference": lambda: bench_inference(m, sizes, result["roofline"]),
-                "grouping": lambda: bench_grouping(m, sizes), "teacher": lambda: bench_teacher(m, sizes)}
+    sections = {
+        "inference": lambda: bench_inference(m, sizes, result["roofline"]),
+        "grouping": lambda: bench_grouping(m, sizes),
+        "teacher": lambda: bench_teacher(m, sizes),
+    }
     for key, fn in sections.items():
         result[key] = [] if key in args.skip else fn()
         print(f"[bench_gpu] {key} done at {time.perf_counter() - start:.0f} s", flush=True)

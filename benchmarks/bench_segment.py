@@ -41,11 +41,19 @@ from patchalign3d.model.inference import inference_copy
 from patchalign3d.precision import cpu_bf16_features, resolve_dtype
 from patchalign3d.text import TextBank
 
-SHAPENETPART_NAMES = {"04225987": ("wheel", "deck", "belt for foot"), "04379243": ("desktop", "leg or support", "drawer")}
+SHAPENETPART_NAMES = {
+    "04225987": ("wheel", "deck", "belt for foot"),
+    "04379243": ("desktop", "leg or support", "drawer"),
+}
 CHAIR_NAMES = ("back", "seat", "leg", "arm")
-TARGETS = [("ratio_bf16_network_vs_bf16_roofline", ">=", 0.60), ("ratio_fp32_network_vs_fp32_roofline", ">=", 0.60),
-           ("min_bf16_label_agreement", ">=", 0.99), ("ratio_segment_vs_network_fp32", "<=", 1.30),
-           ("ratio_segment_vs_network_bf16", "<=", 1.30), ("ratio_grouping_vs_network", "<=", 0.10)]
+TARGETS = [
+    ("ratio_bf16_network_vs_bf16_roofline", ">=", 0.60),
+    ("ratio_fp32_network_vs_fp32_roofline", ">=", 0.60),
+    ("min_bf16_label_agreement", ">=", 0.99),
+    ("ratio_segment_vs_network_fp32", "<=", 1.30),
+    ("ratio_segment_vs_network_bf16", "<=", 1.30),
+    ("ratio_grouping_vs_network", "<=", 0.10),
+]
 
 
 def race(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
@@ -90,8 +98,10 @@ def machine() -> str:
     except OSError:
         pass
     bf16 = "+".join(cpu_bf16_features()) or "no bf16 matmul ISA"
-    return (f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
-            f" ({bf16}), torch {torch.__version__}")
+    return (
+        f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
+        f" ({bf16}), torch {torch.__version__}"
+    )
 
 
 def real_shapes(root: Path | None) -> list[tuple[str, object, tuple[str, ...]]]:
@@ -99,9 +109,15 @@ def real_shapes(root: Path | None) -> list[tuple[str, object, tuple[str, ...]]]:
     if root is not None and root.is_dir():
         from patchalign3d.data.io import load_points
 
-        shapes = [(f"shapenetpart/{f.parent.name}/{f.stem[:8]}", np.loadtxt(f)[:, :3].astype(np.float32),
-                   SHAPENETPART_NAMES[f.parent.name]) for f in sorted((root / "shapenetpart").glob("*/*.txt"))
-                  if f.parent.name in SHAPENETPART_NAMES]
+        shapes = [
+            (
+                f"shapenetpart/{f.parent.name}/{f.stem[:8]}",
+                np.loadtxt(f)[:, :3].astype(np.float32),
+                SHAPENETPART_NAMES[f.parent.name],
+            )
+            for f in sorted((root / "shapenetpart").glob("*/*.txt"))
+            if f.parent.name in SHAPENETPART_NAMES
+        ]
         pcd = sorted((root / "keypointnet" / "pcds").rglob("*.pcd"))
         mesh = sorted((root / "keypointnet" / "models").rglob("model_normalized.obj"))
         shapes += [(f"keypointnet/{p.stem[:8]}.pcd", load_points(p), CHAIR_NAMES) for p in pcd[:1]]
@@ -118,15 +134,23 @@ def label_agreement(model: PatchAlign3D, shapes, seed: int = 1) -> dict[str, flo
     """Per shape: fraction of points (and, for meshes, vertices and faces) whose bf16 label equals fp32's."""
     vocab = sorted({n for _, _, names in shapes for n in names})
     g = torch.Generator().manual_seed(seed)
-    bank = TextBank(vocab, F.normalize(torch.randn(len(vocab), model.text_dim, generator=g), dim=-1),
-                    {"text_dim": model.text_dim})
+    bank = TextBank(
+        vocab,
+        F.normalize(torch.randn(len(vocab), model.text_dim, generator=g), dim=-1),
+        {"text_dim": model.text_dim},
+    )
     out = {}
     for name, shape, parts in shapes:
         if isinstance(shape, np.ndarray):
-            a, b = (segment(shape, list(parts), model=model, text=bank, dtype=d) for d in ("float32", "bfloat16"))
+            a, b = (
+                segment(shape, list(parts), model=model, text=bank, dtype=d) for d in ("float32", "bfloat16")
+            )
             out[name] = float((a.labels == b.labels).mean())
         else:
-            a, b = (segment_mesh(shape, list(parts), model=model, text=bank, dtype=d) for d in ("float32", "bfloat16"))
+            a, b = (
+                segment_mesh(shape, list(parts), model=model, text=bank, dtype=d)
+                for d in ("float32", "bfloat16")
+            )
             out[name] = float((a.labels == b.labels).mean())
             out[name + " (faces)"] = float((a.face_labels == b.face_labels).mean())
             out[name + " (vertices)"] = float((a.vertex_labels == b.vertex_labels).mean())
@@ -134,17 +158,25 @@ def label_agreement(model: PatchAlign3D, shapes, seed: int = 1) -> dict[str, flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (minutes)")
     parser.add_argument("--data", type=Path, default=None, help="real shapes (default ../shared/data)")
-    parser.add_argument("--agreement-models", type=int, default=1,
-                        help="also measure agreement over this many random models x 2 text banks (a distribution)")
+    parser.add_argument(
+        "--agreement-models",
+        type=int,
+        default=1,
+        help="also measure agreement over this many random models x 2 text banks (a distribution)",
+    )
     parser.add_argument("--json", default=None, help="write the figures here too")
     args = parser.parse_args()
     reps = 3 if args.quick else 6
-    data = args.data or Path(os.environ.get("PATCHALIGN3D_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = args.data or Path(
+        os.environ.get("PATCHALIGN3D_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     torch.manual_seed(0)
     model = patchalign3d_base().eval()
     bf16 = inference_copy(model, torch.bfloat16)
@@ -162,13 +194,21 @@ def main() -> None:
         pb = model.group(ptsb)
         clouds = list(ptsb.numpy())
         (mm32, mm_flops), (mm16, _) = matmul(torch.float32), matmul(torch.bfloat16)
-        t = race({
-            "roof_fp32": mm32, "roof_bf16": mm16,
-            "net_fp32": lambda: model.embed_patches(model.encoder(pb.neighborhood, pb.centers)),
-            "net_bf16": lambda: bf16.embed_patches(bf16.encoder(pb.neighborhood, pb.centers)),
-            "seg_fp32": lambda: segment(clouds, names, model=model, text=bank, dtype="float32", batch_size=b),
-            "seg_bf16": lambda: segment(clouds, names, model=model, text=bank, dtype="bfloat16", batch_size=b),
-        }, reps)
+        t = race(
+            {
+                "roof_fp32": mm32,
+                "roof_bf16": mm16,
+                "net_fp32": lambda: model.embed_patches(model.encoder(pb.neighborhood, pb.centers)),
+                "net_bf16": lambda: bf16.embed_patches(bf16.encoder(pb.neighborhood, pb.centers)),
+                "seg_fp32": lambda: segment(
+                    clouds, names, model=model, text=bank, dtype="float32", batch_size=b
+                ),
+                "seg_bf16": lambda: segment(
+                    clouds, names, model=model, text=bank, dtype="bfloat16", batch_size=b
+                ),
+            },
+            reps,
+        )
         for d in ("fp32", "bf16"):
             roof = mm_flops / t[f"roof_{d}"]
             out[f"matmul_{d}_gflops"] = roof / 1e9
@@ -183,13 +223,16 @@ def main() -> None:
         cloud = rng.normal(size=(2048, 3)).astype(np.float32)
         pts1 = torch.from_numpy(cloud)[None]
         p1 = model.group(pts1)
-        t = race({
-            "net_fp32": lambda: model.embed_patches(model.encoder(p1.neighborhood, p1.centers)),
-            "net_bf16": lambda: bf16.embed_patches(bf16.encoder(p1.neighborhood, p1.centers)),
-            "seg_fp32": lambda: segment(cloud, names, model=model, text=bank, dtype="float32"),
-            "seg_bf16": lambda: segment(cloud, names, model=model, text=bank, dtype="bfloat16"),
-            "group": lambda: model.group(pts1),
-        }, reps * 2)
+        t = race(
+            {
+                "net_fp32": lambda: model.embed_patches(model.encoder(p1.neighborhood, p1.centers)),
+                "net_bf16": lambda: bf16.embed_patches(bf16.encoder(p1.neighborhood, p1.centers)),
+                "seg_fp32": lambda: segment(cloud, names, model=model, text=bank, dtype="float32"),
+                "seg_bf16": lambda: segment(cloud, names, model=model, text=bank, dtype="bfloat16"),
+                "group": lambda: model.group(pts1),
+            },
+            reps * 2,
+        )
         for d in ("fp32", "bf16"):
             out[f"network_{d}_one_cloud_ms"] = t[f"net_{d}"] * 1e3
             out[f"segment_{d}_one_cloud_ms"] = t[f"seg_{d}"] * 1e3
@@ -198,14 +241,20 @@ def main() -> None:
         out["ratio_grouping_vs_network"] = t["group"] / t["net_fp32"]
         for n in (10_000, 100_000, 1_000_000):
             big = torch.from_numpy(rng.normal(size=(1, n, 3)).astype(np.float32))
-            g = race({"g": lambda: group_points(big, 128, 32, skip_near_origin=True)}, 1 if n >= 10**6 else 2, 0)
+            g = race(
+                {"g": lambda: group_points(big, 128, 32, skip_near_origin=True)}, 1 if n >= 10**6 else 2, 0
+            )
             out[f"grouping_{n}_ms"] = g["g"] * 1e3
 
         if args.compile:
             out.update(compile_figures(model, pb, p1, b, reps))
 
     shapes = real_shapes(data)
-    out["agreement_shapes"] = "shared real shapes" if shapes[0][0].startswith(("shapenetpart", "keypointnet")) else "bundled examples"
+    out["agreement_shapes"] = (
+        "shared real shapes"
+        if shapes[0][0].startswith(("shapenetpart", "keypointnet"))
+        else "bundled examples"
+    )
     agreement = label_agreement(model, shapes)
     out["bf16_label_agreement"] = agreement
     out["min_bf16_label_agreement"] = min(agreement.values())
@@ -236,8 +285,12 @@ def agreement_distribution(shapes, models: int) -> dict[str, float]:
         for text_seed in (1, 2):
             values += [v for k, v in label_agreement(model, shapes, text_seed).items() if "(" not in k]
     values = np.array(values)
-    return {"agreement_runs": float(len(values)), "agreement_mean": float(values.mean()),
-            "agreement_min": float(values.min()), "agreement_share_below_0.99": float((values < 0.99).mean())}
+    return {
+        "agreement_runs": float(len(values)),
+        "agreement_mean": float(values.mean()),
+        "agreement_min": float(values.min()),
+        "agreement_share_below_0.99": float((values < 0.99).mean()),
+    }
 
 
 def compile_figures(model: PatchAlign3D, pb, p1, b: int, reps: int) -> dict[str, float]:
@@ -249,13 +302,20 @@ def compile_figures(model: PatchAlign3D, pb, p1, b: int, reps: int) -> dict[str,
         start = time.perf_counter()
         compiled.encoder(p.neighborhood, p.centers)
         out[f"compile_bf16_{tag}_s"] = time.perf_counter() - start
-        t = race({"eager": lambda: eager.encoder(p.neighborhood, p.centers),
-                  "compiled": lambda: compiled.encoder(p.neighborhood, p.centers)}, reps if tag == "one_cloud" else max(2, reps - 2))
+        t = race(
+            {
+                "eager": lambda: eager.encoder(p.neighborhood, p.centers),
+                "compiled": lambda: compiled.encoder(p.neighborhood, p.centers),
+            },
+            reps if tag == "one_cloud" else max(2, reps - 2),
+        )
         out[f"compiled_bf16_{tag}_ms"] = t["compiled"] * 1e3
         out[f"speedup_compiled_vs_eager_bf16_{tag}"] = t["eager"] / t["compiled"]
         # clouds needed before the compile time is paid back
         saved = (t["eager"] - t["compiled"]) / p.centers.shape[0]
-        out[f"compile_break_even_clouds_{tag}"] = out[f"compile_bf16_{tag}_s"] / saved if saved > 0 else float("inf")
+        out[f"compile_break_even_clouds_{tag}"] = (
+            out[f"compile_bf16_{tag}_s"] / saved if saved > 0 else float("inf")
+        )
     return out
 
 

@@ -35,8 +35,9 @@ class TeacherConfig:
         interpolation: how the patch grid is read at pixel positions, ``bicubic`` (release) or ``bilinear``.
         batch_size: views per forward pass.
         device: ``auto`` (the worker's GPU when there is one, else CPU), or a torch device string.
-        dtype: ``auto`` (bfloat16 autocast where the hardware runs bf16 natively: CUDA from Ampere on, CPUs
-            with AMX or AVX-512-BF16; float32 elsewhere), ``float32``, ``bfloat16``, or ``float16`` (CUDA only).
+        dtype: ``auto`` (bfloat16 autocast where the hardware runs bf16 natively: CUDA from Ampere on,
+            CPUs with AMX or AVX-512-BF16; float32 elsewhere), ``float32``, ``bfloat16``, or ``float16``
+            (CUDA only).
     """
 
     name: str = "vit_base_patch14_dinov2.lvd142m"
@@ -181,7 +182,9 @@ def teacher_dtype(name: str, device: torch.device) -> torch.dtype:
     """
     if name == "float16":
         if device.type != "cuda":
-            raise ValueError(f"teacher.dtype=float16 needs a CUDA device (got {device}); use auto, bfloat16 or float32")
+            raise ValueError(
+                f"teacher.dtype=float16 needs a CUDA device (got {device}); use auto, bfloat16 or float32"
+            )
         return torch.float16
     try:
         return resolve_dtype(name, device)

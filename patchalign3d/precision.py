@@ -18,7 +18,12 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16")
 #: The default precision of ``segment``, ``segment_mesh``, ``evaluate`` and the app: the one switch for all.
 DEFAULT_DTYPE = "float32"
 
-_ALIASES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_ALIASES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 #: CPU features that execute bf16 dot products natively (``torch.cpu.get_capabilities`` / ``/proc/cpuinfo``).
 CPU_BF16_FEATURES = ("amx_bf16", "avx512_bf16")
@@ -30,7 +35,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype | None:
-    """``"float32"``/``"fp32"``/``torch.float32`` or the bf16 equivalents -> the torch dtype; ``"auto"`` -> None.
+    """``"float32"``/``"fp32"``/``torch.float32`` or the bf16 equivalents -> torch dtype; ``"auto"`` -> None.
 
     Raises:
         ValueError: anything else, naming the accepted values.

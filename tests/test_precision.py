@@ -11,8 +11,15 @@ from patchalign3d.precision import cpu_bf16_features, dtype_name, fast_bf16, par
 
 @pytest.mark.parametrize(
     "given, expected",
-    [("float32", torch.float32), ("fp32", torch.float32), ("bfloat16", torch.bfloat16), ("bf16", torch.bfloat16),
-     (torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), ("auto", None)],
+    [
+        ("float32", torch.float32),
+        ("fp32", torch.float32),
+        ("bfloat16", torch.bfloat16),
+        ("bf16", torch.bfloat16),
+        (torch.float32, torch.float32),
+        (torch.bfloat16, torch.bfloat16),
+        ("auto", None),
+    ],
 )
 def test_parse_dtype(given, expected):
     assert parse_dtype(given) == expected
@@ -74,5 +81,8 @@ def test_demo_configs_resolve_precision_auto():
     from patchalign3d.precision import training_precision
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
-    for args in (["-c", str(demo / "stage1.yaml")], ["-c", str(demo / "stage2.yaml"), "--model.init_args.init_from", "null"]):
+    for args in (
+        ["-c", str(demo / "stage1.yaml")],
+        ["-c", str(demo / "stage2.yaml"), "--model.init_args.init_from", "null"],
+    ):
         assert cli_main(args, run=False).trainer.precision == training_precision("cpu")

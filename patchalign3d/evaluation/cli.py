@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--unlabelled", default=S, choices=("ignore", "count"))
     g = p.add_argument_group("run and output")
     g.add_argument("--device", default=S)
-    g.add_argument("--dtype", default=S, choices=DTYPE_NAMES, help="'auto': bf16 where the hardware runs it natively")
+    g.add_argument("--dtype", default=S, choices=DTYPE_NAMES, help="'auto': bf16 where it is native")
     g.add_argument("--batch-size", type=int, default=S)
     g.add_argument("--workers", type=int, default=S)
     g.add_argument("--json", dest="json_path", default=S, help="write the full report here")

@@ -1,7 +1,8 @@
-"""Low-precision inference copies of a PatchAlign3D: bf16 where the FLOPs are, float32 where labels are decided.
+"""bf16 inference copies of a PatchAlign3D: bf16 where the FLOPs are, float32 where labels are decided.
 
 A copy made by :func:`inference_copy` holds bf16 weights for the layers that do nearly all the work — the
-tokenizer's per-point layers after the first, and the transformer blocks' linear layers (97 % of the FLOPs) —
+tokenizer's per-point layers after the first, and the transformer blocks' linear layers (98 % of the
+FLOPs) —
 and keeps in float32 everything that is cheap and decides labels: the input layer on the raw patch
 coordinates, the position embedding of the centres, every normalisation, the residual stream between blocks,
 the final norm, the text head and the logits. Layers simply run in the dtype of their weights

@@ -62,7 +62,8 @@ class PatchTokenizer(nn.Module):
 
     @staticmethod
     def _norm_relu(h: Tensor, norm: nn.Module) -> Tensor:
-        if norm.training and isinstance(norm, nn.BatchNorm1d):  # batch statistics over (points, channels) equal those over (patches, channels, points)
+        # batch statistics over (points, channels) equal those over (patches, channels, points)
+        if norm.training and isinstance(norm, nn.BatchNorm1d):
             shape = h.shape
             h = norm(h.reshape(-1, shape[-1])).reshape(shape)
         return F.relu(h, inplace=True)
