@@ -54,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         _print_plan(summary)
     else:
-        written = {s: len(u) for s, u in summary["written"].items()}
-        print(
-            f"store {config.output}: {json.dumps(written)}; {len(summary['failed'])} failed (see report.json)"
-        )
+        print(summary["status"])
+        if summary["published"]:
+            print(
+                f"{len(summary['failed'])} failed, {len(summary['warnings'])} warnings (see report.json); "
+                f"look at it with: python -m data_engine inspect {config.output}"
+            )
     return 0
 
 

@@ -152,12 +152,8 @@ class CameraRig:
         return -self._local_rays()[1][:, 2]
 
 
-def make_rig(config: CameraConfig | None = None, margin: float = 2.0) -> CameraRig:
-    """The rig of ``config``: cameras on an orbit looking at the origin.
-
-    ``margin`` sets the clip range ``distance -/+ margin``; normalised shapes fit well inside it.
-    """
-    config = config or CameraConfig()
+def rig_angles(config: CameraConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(V,)`` elevations and ``(V,)`` azimuths of the views of ``config``, in degrees."""
     if config.num_views < 1:
         raise ValueError(f"num_views must be at least 1, got {config.num_views}")
     if len(config.azimuth_range) != 2:
@@ -166,7 +162,17 @@ def make_rig(config: CameraConfig | None = None, margin: float = 2.0) -> CameraR
         raise ValueError("elevations must hold at least one angle")
     # The stop is left out as in Find3D: with -180..180 it would repeat the first direction.
     azimuths = np.linspace(config.azimuth_range[0], config.azimuth_range[1], config.num_views, endpoint=False)
-    elevations = [config.elevations[i % len(config.elevations)] for i in range(config.num_views)]
+    elevations = np.array([config.elevations[i % len(config.elevations)] for i in range(config.num_views)])
+    return elevations.astype(np.float64), azimuths
+
+
+def make_rig(config: CameraConfig | None = None, margin: float = 2.0) -> CameraRig:
+    """The rig of ``config``: cameras on an orbit looking at the origin.
+
+    ``margin`` sets the clip range ``distance -/+ margin``; normalised shapes fit well inside it.
+    """
+    config = config or CameraConfig()
+    elevations, azimuths = rig_angles(config)
     poses = np.stack(
         [look_at(orbit_eye(config.distance, e, a)) for e, a in zip(elevations, azimuths, strict=True)]
     )

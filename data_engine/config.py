@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backproject import BackprojectConfig
-from .cameras import CameraConfig
+from .cameras import CameraConfig, rig_angles
 from .labels import LabelConfig
 from .mesh import MeshConfig
 from .render import RenderConfig
@@ -60,6 +60,22 @@ class SplitConfig:
 
 
 @dataclass
+class CheckConfig:
+    """Checks of each shape's quality.
+
+    Attributes:
+        max_point_distance: given points (Find3D's ``points.pt``, a sidecar's ``points``) must lie on the
+            mesh as this engine normalises it: a shape fails when the 95th percentile of their distance to
+            the surface exceeds this (normalised units; Find3D's box half-extent is 0.75). ``null`` skips it.
+        min_seen_fraction: shapes whose share of points seen by at least one view is below this are listed
+            under ``warnings`` in ``report.json`` (their other points only get nearest-neighbour features).
+    """
+
+    max_point_distance: float | None = 0.01
+    min_seen_fraction: float = 0.5
+
+
+@dataclass
 class DataEngineConfig:
     """Everything the data engine needs; YAML files under ``configs/data`` fill it (``load_config``).
 
@@ -68,6 +84,9 @@ class DataEngineConfig:
         num_workers: LitData workers; 0 means one per GPU, or one on a CPU machine.
         threads_per_worker: torch CPU threads per worker (0: cores divided among workers).
         chunk_bytes: LitData chunk size.
+        write_order_seed: seed of the shuffled order records are written in (``null``: uid order). LitData's
+            reader shuffles chunk order and items within a chunk only, so records written in uid order (which
+            groups categories) would make batches of one or two categories.
         start_method: multiprocessing start method for LitData workers (``spawn`` when unset; ``fork`` is
             quicker to start on CPU-only machines).
     """
@@ -81,9 +100,11 @@ class DataEngineConfig:
     backproject: BackprojectConfig = field(default_factory=BackprojectConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    checks: CheckConfig = field(default_factory=CheckConfig)
     num_workers: int = 0
     threads_per_worker: int = 0
     chunk_bytes: str = "64MB"
+    write_order_seed: int | None = 0
     start_method: str | None = None
 
 
@@ -101,13 +122,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
 
 def records_fingerprint(config: DataEngineConfig) -> dict[str, Any]:
     """The settings a record depends on (not where or how fast it is computed)."""
+    _, azimuths = rig_angles(config.camera)
     teacher = dataclasses.asdict(config.teacher)
     for key in ("device", "batch_size"):
         teacher.pop(key)
     return {
         "schema_version": SCHEMA_VERSION,
         "mesh": dataclasses.asdict(config.mesh),
-        "camera": dataclasses.asdict(config.camera),
+        # The angles themselves: the same settings meant other views before the Find3D rig was corrected.
+        "camera": {**dataclasses.asdict(config.camera), "azimuths": azimuths.tolist()},
         "render": dataclasses.asdict(config.render),
         "teacher": teacher,
         "backproject": dataclasses.asdict(config.backproject),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +103,18 @@ def split_tasks(tasks: Sequence[ShapeTask], config: SplitConfig) -> dict[str, li
     for task in tasks:
         out[assign_split(task.uid, config.val_fraction, config.seed)].append(task)
     return out
+
+
+def write_order(tasks: Sequence[ShapeTask], seed: int | None) -> list[ShapeTask]:
+    """``tasks`` in the order their records are written: shuffled by a hash of ``(seed, uid)``, or as given.
+
+    A hash rather than a permutation of positions: a shape keeps its place relative to the others when shapes
+    are added or removed.
+    """
+    if seed is None:
+        return list(tasks)
+
+    def key(task: ShapeTask) -> bytes:
+        return hashlib.sha256(f"write-order:{seed}:{task.uid}".encode()).digest()
+
+    return sorted(tasks, key=key)

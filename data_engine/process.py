@@ -30,7 +30,7 @@ from .labels import (
     read_sidecar,
     sidecar_path,
 )
-from .mesh import check_mesh, load_mesh, normalize_mesh, sample_surface, shape_seed
+from .mesh import check_mesh, load_mesh, normalize_mesh, sample_surface, shape_seed, surface_distance
 from .render import Renderer, make_renderer
 from .store import make_record
 from .teachers import Teacher
@@ -59,6 +59,10 @@ def _cuda_sync() -> None:
         torch.cuda.synchronize()
 
 
+class ShapeCheckError(ValueError):
+    """A shape fails a quality check (``DataEngineConfig.checks``); the message says which and by how much."""
+
+
 @dataclass
 class ShapePoints:
     """The points a record is made of: ``points`` ``(N, 3)`` normalised, their ``faces`` ``(N,)`` or
@@ -85,6 +89,23 @@ def find_find3d_dir(uid: str, config: LabelConfig) -> Path | None:
     return folder if has_find3d_files(folder) else None
 
 
+def check_given_points(mesh: trimesh.Trimesh, points: np.ndarray, source: str, tolerance: float | None) -> None:
+    """Raise :class:`ShapeCheckError` when given points do not lie on the normalised mesh.
+
+    Features are back-projected by depth onto these points, and a mismatch would otherwise be hidden by the
+    nearest-neighbour fill of unseen points.
+    """
+    if tolerance is None:
+        return
+    distance = float(np.quantile(surface_distance(mesh, points), 0.95))
+    if distance > tolerance:
+        raise ShapeCheckError(
+            f"{source} points are off the mesh as normalised here: 95 % lie within {distance:.4f} of the surface, "
+            f"more than checks.max_point_distance={tolerance} (were they normalised another way? see mesh.normalize, "
+            "mesh.extent, mesh.up_axis)"
+        )
+
+
 def shape_points(
     mesh: trimesh.Trimesh,
     transform: np.ndarray,
@@ -101,9 +122,11 @@ def shape_points(
     drop = config.labels.drop
     if find3d_dir is not None:
         points, labels = read_find3d(find3d_dir, drop)
+        check_given_points(mesh, points, f"Find3D's {find3d_dir / 'points.pt'}", config.checks.max_point_distance)
         return ShapePoints(points, None, labels, "find3d")
     if annotation is not None and annotation.point_labels is not None:
         points = trimesh.transform_points(annotation.points, transform).astype(np.float32)
+        check_given_points(mesh, points, "the sidecar's", config.checks.max_point_distance)
         return ShapePoints(
             points, None, from_point_labels(annotation.point_labels, annotation.part_names, drop), "points"
         )

@@ -21,7 +21,8 @@ def worker_device() -> str:
 
     if not torch.cuda.is_available():
         return "cpu"
-    # LitData numbers its workers across nodes in this variable; it is set before `fn` first runs.
+    # LitData numbers its workers in this variable before `fn` first runs; each node runs LitData on its own
+    # share (see store.write_dataset), so this is the worker's index on this node.
     rank = int(os.environ.get("DATA_OPTIMIZER_GLOBAL_RANK", "0"))
     return f"cuda:{rank % torch.cuda.device_count()}"
 
@@ -35,12 +36,16 @@ class ShapeWorker:
         config: engine settings.
         staging_root: the staging folder.
         threads: torch CPU threads for this worker (0 leaves torch's default).
+        node: this node's rank (run-wide failures are noted per node).
     """
 
-    def __init__(self, config: DataEngineConfig, staging_root: str | os.PathLike, threads: int = 0) -> None:
+    def __init__(
+        self, config: DataEngineConfig, staging_root: str | os.PathLike, threads: int = 0, node: int = 0
+    ) -> None:
         self.config = config
         self.staging_root = str(staging_root)
         self.threads = threads
+        self.node = node
         self._teacher: Teacher | None = None
         self._renderer: Renderer | None = None
         self._rig: CameraRig | None = None
@@ -67,20 +72,23 @@ class ShapeWorker:
         if staging.has_record(task.uid):
             yield staging.read_record(task.uid)
             return
-        if staging.has_failure(task.uid) or staging.fatal() is not None:
+        if staging.has_failure(task.uid) or staging.fatal(self.node) is not None:
             return
         if self._teacher is None:
             try:
                 self._setup()
             except Exception as err:  # noqa: BLE001 - every shape would fail the same way: stop the run
                 # Raising here would leave LitData's parent waiting forever; the parent raises this instead.
-                staging.write_fatal(f"{type(err).__name__}: {err}")
+                staging.write_fatal(f"{type(err).__name__}: {err}", self.node)
                 return
         try:
             record = process_mesh(
                 task.path, self.config, uid=task.uid, category=task.category,
                 teacher=self._teacher, renderer=self._renderer, rig=self._rig,
             )  # fmt: skip
+        except ImportError as err:  # a missing package fails every shape the same way: stop the run
+            staging.write_fatal(f"{type(err).__name__}: {err}", self.node)
+            return
         except Exception as err:  # noqa: BLE001 - one bad shape must never stop the run
             staging.write_failure(task.uid, task.path, f"{type(err).__name__}: {err}")
             return
