@@ -74,6 +74,12 @@ class CheckConfig:
     max_point_distance: float | None = 0.01
     min_seen_fraction: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.max_point_distance is not None and not self.max_point_distance > 0:
+            raise ValueError(f"checks.max_point_distance must be positive or null, got {self.max_point_distance}")
+        if not 0.0 <= self.min_seen_fraction <= 1.0:
+            raise ValueError(f"checks.min_seen_fraction must be in [0, 1], got {self.min_seen_fraction}")
+
 
 @dataclass
 class DataEngineConfig:

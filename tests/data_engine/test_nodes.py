@@ -35,6 +35,17 @@ def test_node_variables_are_checked(monkeypatch):
         node_count_and_rank()
 
 
+def test_bad_node_variables_stop_the_cli_with_a_message(tmp_path, monkeypatch, capsys):
+    from data_engine.__main__ import main
+
+    cfg_path = tmp_path / "c.yaml"
+    OmegaConf.save(OmegaConf.structured(tiny_config(**{"input.paths": f"[{tmp_path}]"})), cfg_path)
+    monkeypatch.setenv("DATA_OPTIMIZER_NUM_NODES", "2")
+    monkeypatch.setenv("DATA_OPTIMIZER_NODE_RANK", "3")
+    assert main(["precompute", "-c", str(cfg_path), "--dry-run"]) == 1
+    assert "DATA_OPTIMIZER_NODE_RANK=3 with DATA_OPTIMIZER_NUM_NODES=2" in capsys.readouterr().err
+
+
 def test_one_node_wins_the_claim(tmp_path):
     run = RunFolder(tmp_path, "abc")
     run.begin(0)

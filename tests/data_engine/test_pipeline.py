@@ -149,6 +149,9 @@ def test_dry_run_and_limit_through_the_cli(tmp_path, capsys):
     assert "train: 2 shapes, 0 staged, 0 failed, 2 to do" in out
     assert not (tmp_path / "store").exists()
     assert main(["precompute", "-c", str(tmp_path / "missing.yaml")]) == 2
+    capsys.readouterr()
+    assert main(["precompute", "-c", str(cfg_path), "checks.min_seen_fraction=2"]) == 2
+    assert "checks.min_seen_fraction must be in [0, 1], got 2.0" in capsys.readouterr().err
 
 
 def test_resume_after_kill(tmp_path):
