@@ -158,7 +158,7 @@ def contact_sheet(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from patchalign3d.viz import label_colors, part_colors
+    from patchalign3d.viz import draw_cloud, label_colors, part_colors
 
     store = Path(store)
     n = min(num_records, _split_length(store, split))
@@ -174,18 +174,10 @@ def contact_sheet(
                   (label_colors(labels, len(names)) / 255.0, "part labels")]  # fmt: skip
         for col, (colors, title) in enumerate(panels):
             ax = fig.add_subplot(n, 2, 2 * row + col + 1, projection="3d")
-            ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=colors, s=2.0, linewidths=0, depthshade=False)
-            lo, hi = pts.min(0), pts.max(0)
-            centre, half = (lo + hi) / 2, (hi - lo).max() / 2 or 1.0
-            ax.set_xlim(centre[0] - half, centre[0] + half)
-            ax.set_ylim(centre[1] - half, centre[1] + half)
-            ax.set_zlim(centre[2] - half, centre[2] + half)
-            ax.set_box_aspect((1, 1, 1))
-            ax.view_init(elev=20, azim=-60)
-            ax.set_axis_off()
             seen = rec["meta"].get("seen_fraction")
             head = f"{rec['uid']} ({rec['category'] or 'no category'})" + (f", seen {seen:.0%}" if seen else "")
-            ax.set_title(f"{head}\n{title}" if col == 0 else title, fontsize=8)
+            draw_cloud(ax, pts, colors, f"{head}\n{title}" if col == 0 else title, size=2.0)
+            ax.title.set_fontsize(8)
         if names:
             handles = [Patch(color=c, label=name) for c, name in zip(part_colors(len(names)), names)]
             fig.axes[-1].legend(handles=handles, loc="center left", bbox_to_anchor=(0.95, 0.5), fontsize=7,
