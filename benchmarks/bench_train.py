@@ -12,11 +12,12 @@ Usage::
 
     python benchmarks/bench_train.py                       # tiny and base, stage 1 and 2, CPU, 2 workers
     python benchmarks/bench_train.py --archs tiny --steps 20 --workers 0 2 4
+    python benchmarks/bench_train.py --stages 2 --sampling random mask_aware   # the release's point sampling
     python benchmarks/bench_train.py --archs demo --precision 32-true bf16-mixed   # the demo's steps, both precisions
 
 ``demo`` is the demo's model (``configs/demo/stage*.yaml``: the tiny preset with 64 patches of 32 points,
-batch 8, stage 2 training everything against 384-d text). Several ``--precision`` values are measured in
-turn in the same run, so their ratio is taken on the same machine state.
+batch 8, stage 2 training everything against 384-d text). Several ``--precision`` (and ``--sampling``) values
+are measured in turn in the same run, so their ratios are taken on the same machine state.
 
 Target: data wait <= 10 % of the step time with 2 loader workers.
 """
@@ -24,6 +25,7 @@ Target: data wait <= 10 % of the step time with 2 loader workers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -99,7 +101,7 @@ class StepTimer(Callback):
 
 
 def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int, workers: int, steps: int,
-          warmup: int, precision: str, accelerator: str) -> dict:
+          warmup: int, precision: str, accelerator: str, sampling: str = "random") -> dict:
     demo = arch == "demo"
     common = dict(arch=DEMO["arch"] if demo else arch, arch_overrides=DEMO["arch_overrides"] if demo else None,
                   lr_encoder=1e-4, lr_head=1e-4)
@@ -110,7 +112,7 @@ def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int
         module = Stage2Module(**common, text_dim=text_dim, text_bank=str(bank.with_name(f"bench_bank_{text_dim}.pt")),
                               trainable=DEMO["trainable"] if demo else "paper")
     dm = StoreDataModule(str(store), batch_size=batch_size, num_points=2048, num_workers=workers,
-                         with_features=stage == 1, with_labels=stage == 2)
+                         with_features=stage == 1, with_labels=stage == 2, sampling=sampling)
     timer = StepTimer()
     trainer = Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=warmup + steps + 1,
                       logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -119,6 +121,7 @@ def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int
     step_times, waits = timer.steps[warmup:], timer.waits[warmup:]
     mean_step, mean_wait = statistics.mean(step_times), statistics.mean(waits)
     return {"stage": stage, "arch": arch, "precision": precision, "batch": batch_size, "workers": workers,
+            "sampling": sampling,
             "steps": len(step_times),
             "step_s": round(mean_step, 4), "data_wait_s": round(mean_wait, 4),
             "data_wait_pct": round(100 * sum(waits) / sum(step_times), 1),
@@ -137,6 +140,8 @@ def main() -> None:
     p.add_argument("--batch-base", type=int, default=8, help="per-step shapes for the full-size model")
     p.add_argument("--batch-demo", type=int, default=8, help="per-step shapes for the demo's model (its config's)")
     p.add_argument("--workers", nargs="+", type=int, default=[2])
+    p.add_argument("--sampling", nargs="+", default=["random"], choices=["random", "mask_aware"],
+                   help="training-point sampling of the DataModule")
     p.add_argument("--steps", type=int, default=8, help="measured steps per configuration")
     p.add_argument("--warmup", type=int, default=2, help="steps dropped before measuring")
     p.add_argument("--precision", nargs="+", default=["32-true"], help="Lightning precisions, measured in turn")
@@ -158,7 +163,8 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, accelerator={args.accelerator}, "
           f"precision={' '.join(args.precision)}, stored points {args.stored_points}, features {args.feature_dim}-d")
-    header = (f"{'stage':>5} {'arch':>5} {'precision':>10} {'batch':>5} {'workers':>7} {'step s':>8} {'wait s':>8} "
+    header = (f"{'stage':>5} {'arch':>5} {'precision':>10} {'batch':>5} {'workers':>7} {'sampling':>10} {'step s':>8} "
+              f"{'wait s':>8} "
               f"{'wait %':>7} {'shapes/s':>9}")
     print(header)
     # The first fit of a process pays one-off costs (thread pools, first loader start) that no later one does.
@@ -168,11 +174,12 @@ def main() -> None:
     for arch in args.archs:
         for stage in args.stages:
             for workers in args.workers:
-                for precision in args.precision:
+                for sampling, precision in itertools.product(args.sampling, args.precision):
                     r = bench(stage, arch, store, bank, batches[arch], workers, args.steps, args.warmup, precision,
-                              args.accelerator)
+                              args.accelerator, sampling)
                     results.append(r)
                     print(f"{r['stage']:>5} {r['arch']:>5} {precision:>10} {r['batch']:>5} {r['workers']:>7} "
+                          f"{sampling:>10} "
                           f"{r['step_s']:>8.3f} {r['data_wait_s']:>8.3f} {r['data_wait_pct']:>7.1f} "
                           f"{r['shapes_per_s']:>9.1f}", flush=True)
     if args.json:
