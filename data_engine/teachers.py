@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from patchalign3d.precision import resolve_dtype
+from patchalign3d.precision import dtype_name, resolve_dtype
 
 
 class TeacherLoadError(RuntimeError):
@@ -127,7 +127,7 @@ class Teacher:
     @property
     def dtype(self) -> str:
         """The precision the teacher runs in (``float32``, or the autocast dtype)."""
-        return str(self.compute_dtype).removeprefix("torch.")
+        return dtype_name(self.compute_dtype)
 
     @property
     def feature_dim(self) -> int:

@@ -1,15 +1,14 @@
 """bf16 inference copies of a PatchAlign3D: bf16 where the FLOPs are, float32 where labels are decided.
 
-A copy made by :func:`inference_copy` holds bf16 weights for the layers that do nearly all the work — the
-tokenizer's per-point layers after the first, and the transformer blocks' linear layers (98 % of the
-FLOPs) —
-and keeps in float32 everything that is cheap and decides labels: the input layer on the raw patch
+A copy made by :func:`inference_copy` holds bf16 weights for the layers that do nearly all the work (98 %
+of the FLOPs): the tokenizer's per-point layers after the first, and the transformer blocks' linear layers.
+It keeps in float32 everything that is cheap and decides labels: the input layer on the raw patch
 coordinates, the position embedding of the centres, every normalisation, the residual stream between blocks,
 the final norm, the text head and the logits. Layers simply run in the dtype of their weights
 (:func:`to_weight_dtype`), so one code path serves float32 models, autocast training and the copies.
 
 Holding bf16 weights (instead of autocast) casts them once, not at every call: autocast re-casts the 22 M
-weights of every batch, which costs as much as a third of a one-cloud forward on a CPU.
+weights for every batch and casts activations around every op (5 % of a profiled bf16 batch of 32 on a CPU).
 """
 
 from __future__ import annotations
