@@ -56,8 +56,8 @@ class Sizes:
     teacher_batch: int = 16
     train_arch: str = "base"
     train_batch: int = 32
-    train_shapes: int = 480
-    train_points: int = 4096
+    train_shapes: int = 400
+    train_points: int = 2048  # stored per shape (768-d fp16 features: 1.2 GB in all)
     train_steps: int = 10
     train_workers: int = 2
     repeats: int = 5
