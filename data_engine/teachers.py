@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from patchalign3d.precision import dtype_name, resolve_dtype
+
 
 class TeacherLoadError(RuntimeError):
     """A teacher's weights could not be loaded (offline without a cache, bad file, ...)."""
@@ -33,7 +35,9 @@ class TeacherConfig:
         interpolation: how the patch grid is read at pixel positions, ``bicubic`` (release) or ``bilinear``.
         batch_size: views per forward pass.
         device: ``auto`` (the worker's GPU when there is one, else CPU), or a torch device string.
-        dtype: ``float32``, or ``bfloat16`` / ``float16`` autocast on CUDA.
+        dtype: ``auto`` (bfloat16 autocast where the hardware runs bf16 natively: CUDA from Ampere on,
+            CPUs with AMX or AVX-512-BF16; float32 elsewhere), ``float32``, ``bfloat16``, or ``float16``
+            (CUDA only).
     """
 
     name: str = "vit_base_patch14_dinov2.lvd142m"
@@ -43,7 +47,7 @@ class TeacherConfig:
     interpolation: str = "bicubic"
     batch_size: int = 10
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -100,6 +104,7 @@ class Teacher:
         self.device = (
             resolve_device(str(device)) if device is not None else resolve_device(self.config.device)
         )
+        self.compute_dtype = teacher_dtype(self.config.dtype, self.device)
         self.model = create_backbone(self.config).to(self.device)
         data_cfg = timm.data.resolve_model_data_config(self.model)
         self._mean = torch.tensor(data_cfg["mean"], device=self.device).view(1, 3, 1, 1)
@@ -118,6 +123,11 @@ class Teacher:
     @property
     def pretrained(self) -> bool:
         return bool(self.config.pretrained)
+
+    @property
+    def dtype(self) -> str:
+        """The precision the teacher runs in (``float32``, or the autocast dtype)."""
+        return dtype_name(self.compute_dtype)
 
     @property
     def feature_dim(self) -> int:
@@ -159,9 +169,27 @@ class Teacher:
         return patches.transpose(1, 2).reshape(tokens.shape[0], -1, g, g)
 
     def _autocast(self):
-        if self.device.type != "cuda" or self.config.dtype == "float32":
+        if self.compute_dtype == torch.float32:
             return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast("cuda", dtype=getattr(torch, self.config.dtype))
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+
+def teacher_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The teacher's compute dtype for ``TeacherConfig.dtype`` on ``device`` (``auto`` asks the hardware).
+
+    Raises:
+        ValueError: an unknown name, or ``float16`` off CUDA (CPU autocast in float16 is slower than float32).
+    """
+    if name == "float16":
+        if device.type != "cuda":
+            raise ValueError(
+                f"teacher.dtype=float16 needs a CUDA device (got {device}); use auto, bfloat16 or float32"
+            )
+        return torch.float16
+    try:
+        return resolve_dtype(name, device)
+    except ValueError as err:
+        raise ValueError(f"teacher.dtype: {err} (or float16 on CUDA)") from None
 
 
 def sample_patch_grid(grids: Tensor, uv: Tensor, image_size: int, mode: str = "bicubic") -> Tensor:

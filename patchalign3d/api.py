@@ -7,7 +7,6 @@ the logits of its nearest patch centre, temperature 0.07.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ import torch
 from torch import Tensor
 
 from patchalign3d.model.grouping import Patches
+from patchalign3d.model.inference import cached_inference_copy
 from patchalign3d.model.patchalign3d import ASSIGN_MODES, RELEASE_TEMPERATURE, AssignMode, PatchAlign3D
+from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
 from patchalign3d.results import MeshSegmentation, Segmentation
 
 PointsLike = Union[np.ndarray, Tensor, str, os.PathLike]
@@ -145,23 +146,6 @@ def _prepare(cloud: np.ndarray, *, normalize: bool, up_axis: str, max_points: in
     return prepared
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
-        return dtype
-    if dtype not in table:
-        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
-    return table[dtype]
-
-
 # -- the pipeline -----------------------------------------------------------------------------------------
 @torch.inference_mode()
 def _segment_clouds(
@@ -178,6 +162,7 @@ def _segment_clouds(
     num_groups: int | None,
     device: str | torch.device | None,
     dtype: str | torch.dtype,
+    compile: bool,
     batch_size: int,
     seed: int,
     queries: list[list[np.ndarray]] | None = None,
@@ -188,12 +173,15 @@ def _segment_clouds(
         raise ValueError(f"assign must be one of {ASSIGN_MODES}, got {assign!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    amp = _parse_dtype(dtype)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
+    run_dtype = resolve_dtype(dtype, dev)
     if model.training:
         model.eval()
     if next(model.parameters()).device != dev:
         model = model.to(dev)
+    # bf16: a cached copy with bf16 matmul weights and float32 wherever labels are decided (the model itself
+    # for float32 without compile, which therefore stays exact).
+    net = cached_inference_copy(model, run_dtype, compile=compile)
     text_emb = text_embeddings(text, names, model).to(dev)
 
     cfg = model.config
@@ -216,10 +204,8 @@ def _segment_clouds(
             chunk = members[s : s + batch_size]
             neigh = torch.cat([patches[i].neighborhood for i in chunk])
             centers = torch.cat([patches[i].centers for i in chunk])
-            with _autocast(dev, amp):
-                tokens = model.encoder(neigh, centers)
-                emb = model.embed_patches(tokens)
-            batch_logits = model.patch_logits(emb.float(), text_emb, temperature)
+            emb = net.embed_patches(net.encoder(neigh, centers))
+            batch_logits = model.patch_logits(emb, text_emb, temperature)
             for j, i in enumerate(chunk):
                 logits[i] = batch_logits[j : j + 1]
 
@@ -234,7 +220,7 @@ def _segment_clouds(
         results.append(Segmentation(
             points=cloud, labels=pl.argmax(-1).cpu().numpy().astype(np.int64), point_logits=pl.cpu().numpy(),
             part_names=list(names), patch_centers=np.asarray(centers_in, dtype=np.float32),
-            patch_logits=logits[i][0].cpu().numpy(),
+            patch_logits=logits[i][0].cpu().numpy(), dtype=dtype_name(run_dtype),
         ))
         extra = []
         for q in (queries[i] if queries else []):
@@ -257,7 +243,8 @@ def segment(
     max_points: int | None = 2048,
     num_groups: int | None = None,
     device: str | torch.device | None = None,
-    dtype: str | torch.dtype = "float32",
+    dtype: str | torch.dtype = DEFAULT_DTYPE,
+    compile: bool = False,
     batch_size: int = 16,
     seed: int = 0,
 ) -> Segmentation | list[Segmentation]:
@@ -278,7 +265,13 @@ def segment(
             model was trained on 2048); every point is still labelled. None encodes all points.
         num_groups: patches per cloud (default the model's, 128). Clouds with fewer points than that get one
             patch per point; clouds with fewer points than the patch size (32) are an error.
-        device, dtype: where and in what precision (``"float32"`` or ``"bfloat16"`` autocast) to run.
+        device: where to run (default: where the model is).
+        dtype: ``"auto"`` (bfloat16 where the hardware runs it natively: CUDA from Ampere on, CPUs with AMX or
+            AVX-512-BF16; else float32), ``"float32"`` (exact) or ``"bfloat16"``. bf16 runs a cached copy of
+            the model whose matmul layers hold bf16 weights; normalisation, grouping, positions, norms, the
+            text head, logits and assignment stay float32. The result's ``dtype`` says what ran.
+        compile: run the network through ``torch.compile`` (cached with the model; the first call of each
+            batch shape compiles for about a minute, later ones are faster: worth it for many clouds only).
         batch_size: clouds per forward pass.
         seed: for the subset drawn when ``max_points`` applies.
 
@@ -290,7 +283,7 @@ def segment(
     results, _ = _segment_clouds(
         clouds, names, model=_resolve_model(model), text=text, normalize=normalize, up_axis=up_axis,
         assign=assign, temperature=temperature, max_points=max_points, num_groups=num_groups, device=device,
-        dtype=dtype, batch_size=batch_size, seed=seed,
+        dtype=dtype, compile=compile, batch_size=batch_size, seed=seed,
     )
     return results[0] if single else results
 
@@ -319,7 +312,8 @@ def segment_mesh(
     names = _validate_names(part_names)
     model = _resolve_model(kwargs.pop("model", None))
     defaults = dict(text=None, normalize=True, up_axis="y", assign="nearest", temperature=RELEASE_TEMPERATURE,
-                    max_points=None, num_groups=None, device=None, dtype="float32", batch_size=16)
+                    max_points=None, num_groups=None, device=None, dtype=DEFAULT_DTYPE, compile=False,
+                    batch_size=16)
     unknown = set(kwargs) - set(defaults)
     if unknown:
         raise TypeError(f"segment_mesh got unexpected keyword arguments {sorted(unknown)}")

@@ -18,6 +18,7 @@ OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "demo", "app")
 def _segment_parser() -> argparse.ArgumentParser:
     from patchalign3d.batch import BATCH_FORMATS
     from patchalign3d.outputs import COLOR_MODES, PART_FILE_SUFFIXES
+    from patchalign3d.precision import DEFAULT_DTYPE, DTYPE_NAMES
 
     p = argparse.ArgumentParser(
         prog="patchalign3d segment",
@@ -51,7 +52,8 @@ def _segment_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-points", type=int, default=2048, help="points sampled on a mesh's surface")
     p.add_argument("--batch-size", type=int, default=16, help="shapes per forward pass")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--dtype", default=DEFAULT_DTYPE, choices=DTYPE_NAMES,
+                   help="'auto': bf16 where the hardware runs it natively (default %(default)s)")
     p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that need full unpickling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

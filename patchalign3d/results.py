@@ -21,6 +21,7 @@ class Segmentation:
         part_names: the K names, as given.
         patch_centers: ``(G, 3)`` patch centres, in the input frame.
         patch_logits: ``(G, K)``.
+        dtype: the precision the network ran in, ``"float32"`` or ``"bfloat16"`` (what ``dtype="auto"`` chose).
     """
 
     points: np.ndarray
@@ -29,6 +30,7 @@ class Segmentation:
     part_names: list[str]
     patch_centers: np.ndarray
     patch_logits: np.ndarray
+    dtype: str = "float32"
 
     @property
     def named_labels(self) -> list[str]:

@@ -44,7 +44,7 @@ def test_matches_manual_release_pipeline(tiny_model, bank, cloud):
         p = tiny_model.group(x)
         emb = torch.nn.functional.normalize(tiny_model.proj(tiny_model.encoder(p.neighborhood, p.centers)), dim=-1)
         logits = emb @ bank.emb.T / 0.07
-    seg = segment(cloud, NAMES, model=tiny_model, text=bank)
+    seg = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="float32")
     assert np.allclose(seg.patch_logits, logits[0].numpy(), atol=1e-4)
 
 
@@ -79,9 +79,43 @@ def test_torch_and_batched_array_inputs(tiny_model, bank):
 
 
 def test_bf16_mostly_agrees_with_fp32(tiny_model, bank, cloud):
-    a = segment(cloud, NAMES, model=tiny_model, text=bank)
+    a = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="float32")
     b = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="bfloat16")
     assert (a.labels == b.labels).mean() > 0.9
+    assert a.dtype == "float32" and b.dtype == "bfloat16"
+    assert not np.array_equal(a.patch_logits, b.patch_logits)  # bf16 really ran
+    assert all(p.dtype == torch.float32 for p in tiny_model.parameters())  # on a copy, not on the model
+
+
+def test_dtype_auto_is_what_the_hardware_runs_fast(tiny_model, bank, cloud):
+    from patchalign3d.precision import dtype_name, resolve_dtype
+
+    seg = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="auto")
+    assert seg.dtype == dtype_name(resolve_dtype("auto", "cpu"))
+    mesh = trimesh.creation.box()
+    assert segment_mesh(mesh, NAMES, model=tiny_model, text=bank, num_points=64, dtype="auto").dtype == seg.dtype
+
+
+def test_float32_is_exact_and_repeatable(tiny_model, bank, cloud):
+    a = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="bfloat16")  # a bf16 copy is cached now
+    b = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="float32")
+    c = segment(cloud, NAMES, model=tiny_model, text=bank, dtype=torch.float32)
+    assert np.array_equal(b.point_logits, c.point_logits) and a.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "half", torch.float64])
+def test_bad_dtype_names_the_choices(tiny_model, bank, cloud, dtype):
+    with pytest.raises(ValueError, match="'auto', 'float32', 'bfloat16'|float32 or bfloat16"):
+        segment(cloud, NAMES, model=tiny_model, text=bank, dtype=dtype)
+
+
+@pytest.mark.slow
+def test_compiled_network_agrees(tiny_model, bank, cloud):
+    eager = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="float32")
+    compiled = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="float32", compile=True)
+    assert np.allclose(compiled.patch_logits, eager.patch_logits, atol=1e-3)
+    bf16 = segment(cloud, NAMES, model=tiny_model, text=bank, dtype="bfloat16", compile=True)
+    assert (bf16.labels == eager.labels).mean() > 0.9 and bf16.dtype == "bfloat16"
 
 
 def test_max_points_encodes_a_subset_but_labels_all(tiny_model, bank):

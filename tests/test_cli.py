@@ -40,6 +40,16 @@ def test_segment_point_file_to_ply(tiny_files, tmp_path):
     assert (tmp_path / "c.ply").stat().st_size > 300 * 15
 
 
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
+def test_segment_dtype_choices(tiny_files, tmp_path, dtype):
+    _, ckpt, bank = tiny_files
+    np.savetxt(tmp_path / "c.txt", np.random.default_rng(0).normal(size=(300, 3)))
+    assert main(["segment", str(tmp_path / "c.txt"), "--parts", "seat,leg", "--checkpoint", str(ckpt),
+                 "--text-bank", str(bank), "--dtype", dtype, "--out", str(tmp_path / "c.npz")]) == 0
+    with np.load(tmp_path / "c.npz") as f:
+        assert f["labels"].shape == (300,)
+
+
 def test_segment_unknown_part_name_fails_clearly(tiny_files, capsys):
     _, ckpt, bank = tiny_files
     assert main(["segment", "example:chair", "--parts", "seat,armrest", "--checkpoint", str(ckpt), "--text-bank", str(bank)]) == 2

@@ -14,6 +14,7 @@ from patchalign3d.data import DATASETS
 from patchalign3d.evaluation.protocols import PRESETS, ROTATIONS, SUBSETS, Protocol, benchmark_protocol
 from patchalign3d.evaluation.runner import evaluate
 from patchalign3d.model.patchalign3d import ASSIGN_MODES
+from patchalign3d.precision import DTYPE_NAMES
 from patchalign3d.text import TEMPLATE_SETS
 
 __all__ = ["evaluate_main", "load_config"]
@@ -142,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--unlabelled", default=S, choices=("ignore", "count"))
     g = p.add_argument_group("run and output")
     g.add_argument("--device", default=S)
-    g.add_argument("--dtype", default=S, choices=("float32", "bfloat16"))
+    g.add_argument("--dtype", default=S, choices=DTYPE_NAMES, help="'auto': bf16 where it is native")
     g.add_argument("--batch-size", type=int, default=S)
     g.add_argument("--workers", type=int, default=S)
     g.add_argument("--json", dest="json_path", default=S, help="write the full report here")

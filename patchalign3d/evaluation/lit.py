@@ -23,6 +23,7 @@ from patchalign3d.evaluation.dataset import EvalDataset, EvalItem
 from patchalign3d.evaluation.metrics import IoUSummary, PartIoU, default_unlabelled
 from patchalign3d.evaluation.protocols import Protocol
 from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
+from patchalign3d.precision import DEFAULT_DTYPE
 
 __all__ = ["EvaluationModule"]
 
@@ -36,7 +37,7 @@ class EvaluationModule(L.LightningModule):
         protocol: the protocol the dataset was built with.
         text: as for :class:`~patchalign3d.evaluation.scoring.PromptEmbedder`.
         batch_size: clouds per forward pass inside :func:`patchalign3d.segment`.
-        dtype: ``"float32"`` or ``"bfloat16"``.
+        dtype: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (as for :func:`patchalign3d.segment`).
 
     After ``trainer.test`` the reduced figures are in ``self.summary`` and logged as ``test/miou``, ``test/ciou``.
     """
@@ -48,7 +49,7 @@ class EvaluationModule(L.LightningModule):
         protocol: Protocol,
         text: Any = None,
         batch_size: int = 16,
-        dtype: str = "float32",
+        dtype: str = DEFAULT_DTYPE,
     ) -> None:
         super().__init__()
         self.model = model

@@ -35,15 +35,15 @@ from patchalign3d.evaluation.metrics import PartIoU, default_unlabelled
 from patchalign3d.evaluation.protocols import Protocol, benchmark_protocol
 from patchalign3d.evaluation.report import build_report, environment, render_extremes
 from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
+from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
 
 __all__ = ["DEFAULT_DTYPE", "evaluate", "evaluate_main"]
 
-#: The precision an evaluation runs in unless told otherwise (the report records it as ``timing.dtype``).
-DEFAULT_DTYPE = "float32"
-
 
 def eval_dtype(dtype: str | None) -> str:
-    """The one place where an evaluation picks its precision: ``dtype``, else :data:`DEFAULT_DTYPE`."""
+    """The one place where an evaluation picks its precision: ``dtype``, else :data:`DEFAULT_DTYPE` (the
+    package-wide default of :mod:`patchalign3d.precision`; the report records it as ``timing.dtype`` and what
+    it ran in, ``"auto"`` resolved, as ``timing.dtype_run``)."""
     return DEFAULT_DTYPE if dtype is None else str(dtype)
 
 
@@ -139,12 +139,14 @@ def evaluate(
         "config": net.config.to_dict(),
     }
     report["text"] = embed.describe()
+    run_device = torch.device(device) if device is not None else next(net.parameters()).device
     report["timing"] = {
         "seconds": round(seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
         "shapes_per_second": round(len(data) / seconds, 3) if seconds > 0 else None,
-        "device": str(device or next(net.parameters()).device),
+        "device": str(run_device),
         "dtype": dtype,
+        "dtype_run": dtype_name(resolve_dtype(dtype, run_device)),
         "batch_size": batch_size,
         "workers": workers,
     }

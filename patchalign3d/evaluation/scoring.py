@@ -15,6 +15,7 @@ from torch import Tensor
 from patchalign3d.evaluation.dataset import EvalItem
 from patchalign3d.evaluation.metrics import PartIoU
 from patchalign3d.evaluation.protocols import Protocol
+from patchalign3d.precision import DEFAULT_DTYPE
 from patchalign3d.text import clean_name
 
 __all__ = ["PromptEmbedder", "predict_batch", "score_batch"]
@@ -130,7 +131,7 @@ def predict_batch(
     protocol: Protocol,
     *,
     device: str | torch.device | None = None,
-    dtype: str = "float32",
+    dtype: str = DEFAULT_DTYPE,
     batch_size: int = 16,
 ) -> list[np.ndarray]:
     """Predicted labels ``(M,)`` (index into each item's ``part_names``; ``-1`` = a foreign part or no part)

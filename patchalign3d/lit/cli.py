@@ -10,15 +10,21 @@ Model and data are chosen in the config (subclass mode), e.g.::
       init_args: {store: outputs/store}
 
 Configs are parsed in omegaconf mode, so a value may interpolate another (``${trainer.default_root_dir}``)
-or the environment (``${oc.env:STORE,outputs/store}``).
+or the environment (``${oc.env:STORE,outputs/store}``). ``precision: ${precision_auto:cpu}`` resolves to
+``bf16-mixed`` where the hardware runs bf16 natively and ``32-true`` elsewhere
+(:func:`patchalign3d.precision.training_precision`).
 """
 
 from __future__ import annotations
 
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
+from omegaconf import OmegaConf
 
 import patchalign3d.lit  # noqa: F401 - registers the package's modules for short class names
+from patchalign3d.precision import training_precision
+
+OmegaConf.register_new_resolver("precision_auto", training_precision, replace=True)
 
 __all__ = ["PatchAlign3DCLI", "cli_main"]
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from patchalign3d.model.inference import to_weight_dtype
+
 
 def _pointwise_params(conv: nn.Conv1d, norm: nn.BatchNorm1d | None = None) -> tuple[Tensor, Tensor]:
     """``(out, in)`` weight and bias of a kernel-1 Conv1d, with an eval-mode BatchNorm folded in.
@@ -15,7 +17,7 @@ def _pointwise_params(conv: nn.Conv1d, norm: nn.BatchNorm1d | None = None) -> tu
     largest activations. The parameters (and so the state-dict layout) stay the Conv1d's and BatchNorm's.
     """
     weight, bias = conv.weight.squeeze(-1), conv.bias
-    if norm is None or norm.training:
+    if not isinstance(norm, nn.BatchNorm1d) or norm.training:  # already folded (an Identity), or training
         return weight, bias
     scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
     return weight * scale[:, None], (bias - norm.running_mean) * scale + norm.bias
@@ -40,9 +42,28 @@ class PatchTokenizer(nn.Module):
             nn.Conv1d(2 * h2, h3, 1), nn.BatchNorm1d(h3), nn.ReLU(inplace=True), nn.Conv1d(h3, out_dim, 1)
         )
 
+    @torch.no_grad()
+    def fold_batchnorm_(self) -> PatchTokenizer:
+        """Fold the eval-mode BatchNorms into the convolutions before them, in place, and drop them.
+
+        For inference copies (:func:`patchalign3d.model.inference.inference_copy`): the copy then holds the
+        folded weights once instead of folding them per call, and casting them to bf16 rounds them only once.
+        The state-dict layout changes (no ``first_conv.1``/``second_conv.1``), so never do this to a model
+        that is saved or trained.
+        """
+        for seq in (self.first_conv, self.second_conv):
+            conv, norm = seq[0], seq[1]
+            if isinstance(norm, nn.BatchNorm1d):
+                weight, bias = _pointwise_params(conv, norm.eval())
+                conv.weight.copy_(weight.unsqueeze(-1))
+                conv.bias.copy_(bias)
+                seq[1] = nn.Identity()
+        return self
+
     @staticmethod
-    def _norm_relu(h: Tensor, norm: nn.BatchNorm1d) -> Tensor:
-        if norm.training:  # batch statistics over (points, channels) equal those over (patches, channels, points)
+    def _norm_relu(h: Tensor, norm: nn.Module) -> Tensor:
+        # batch statistics over (points, channels) equal those over (patches, channels, points)
+        if norm.training and isinstance(norm, nn.BatchNorm1d):
             shape = h.shape
             h = norm(h.reshape(-1, shape[-1])).reshape(shape)
         return F.relu(h, inplace=True)
@@ -64,6 +85,9 @@ class PatchTokenizer(nn.Module):
         conv3, norm3, _, conv4 = self.second_conv
         w, b = _pointwise_params(conv1, norm1)
         hidden = self._norm_relu(F.linear(neighborhood, w, b), norm1)
+        # The input layer (3 channels: no cost) stays in float32 even in a bf16 inference copy: rounding the
+        # patch coordinates themselves to 8 bits would blur what every later layer sees.
+        hidden = to_weight_dtype(hidden, conv2.weight)
         # Per-channel biases commute with the max-pool, so conv2's and conv4's biases are added per patch,
         # never to the (..., K, C) tensors: max(x + b) = max(x) + b.
         local = F.linear(hidden, conv2.weight.squeeze(-1))  # (..., K, h2), conv2 without its bias
@@ -77,4 +101,4 @@ class PatchTokenizer(nn.Module):
         h = F.linear(local, w_local)
         h += per_patch.unsqueeze(-2)
         h = self._norm_relu(h, norm3)
-        return F.linear(h, conv4.weight.squeeze(-1)).amax(dim=-2) + conv4.bias
+        return F.linear(h, conv4.weight.squeeze(-1)).amax(dim=-2).float() + conv4.bias  # tokens in float32

@@ -19,7 +19,7 @@ def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
 )
 def test_patch_grid_drops_prefix_tokens(name, prefix):
     torch.manual_seed(0)
-    teacher = Teacher(TeacherConfig(name=name, pretrained=False, img_size=56, batch_size=2), device="cpu")
+    teacher = Teacher(TeacherConfig(name=name, pretrained=False, img_size=56, batch_size=2, dtype="float32"), device="cpu")
     images = _images(3, 40)
     grid = teacher.patch_features(images)
     assert grid.shape == (3, 384, 4, 4)
@@ -70,3 +70,26 @@ def test_unknown_model_name():
 def test_img_size_must_fit_the_patch():
     with pytest.raises(ValueError, match="multiple of the patch size"):
         Teacher(TeacherConfig(name="vit_small_patch14_dinov2", pretrained=False, img_size=50), device="cpu")
+
+
+def test_dtype_auto_follows_the_hardware_and_bf16_features_agree():
+    from patchalign3d.precision import resolve_dtype
+
+    torch.manual_seed(0)
+    base = dict(name="vit_small_patch14_dinov2", pretrained=False, img_size=56, device="cpu")
+    auto = Teacher(TeacherConfig(**base, dtype="auto"))
+    assert auto.compute_dtype == resolve_dtype("auto", "cpu") and auto.dtype == str(auto.compute_dtype)[6:]
+    fp32 = Teacher(TeacherConfig(**base, dtype="float32"))
+    bf16 = Teacher(TeacherConfig(**base, dtype="bfloat16"))
+    bf16.model.load_state_dict(fp32.model.state_dict())
+    images = _images(2, 64)
+    a, b = fp32.patch_features(images), bf16.patch_features(images)
+    assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape
+    assert not torch.equal(a, b)  # bf16 really ran
+    assert F.cosine_similarity(a, b, dim=1).min() > 0.98
+
+
+@pytest.mark.parametrize("dtype, match", [("float16", "needs a CUDA device"), ("half", "teacher.dtype")])
+def test_bad_teacher_dtype(dtype, match):
+    with pytest.raises(ValueError, match=match):
+        Teacher(TeacherConfig(name="vit_small_patch14_dinov2", pretrained=False, img_size=56, device="cpu", dtype=dtype))

@@ -142,6 +142,19 @@ def test_deterministic_with_seed(snp_root, tiny_model):
     assert a["protocol"]["rotation"] == "random" and a["protocol"]["seed"] == 5
 
 
+def test_report_says_which_precision_ran(snp_root, tiny_model):
+    from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
+
+    text = {p: torch.nn.functional.normalize(torch.randn(64), dim=0) for p in PROMPTS}
+    auto = evaluate("shapenetpart", snp_root, model=tiny_model, text=text, dtype="auto")
+    assert auto["timing"]["dtype"] == "auto"
+    assert auto["timing"]["dtype_run"] == dtype_name(resolve_dtype("auto", "cpu"))
+    fp32 = evaluate("shapenetpart", snp_root, model=tiny_model, text=text, dtype="float32")
+    assert fp32["timing"]["dtype"] == fp32["timing"]["dtype_run"] == "float32"
+    default = evaluate("shapenetpart", snp_root, model=tiny_model, text=text)
+    assert default["timing"]["dtype"] == DEFAULT_DTYPE
+
+
 def test_cli_json_markdown_pictures(snp_root, tmp_path, tiny_model):
     from patchalign3d.model.checkpoint import export_released
 

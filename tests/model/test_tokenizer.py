@@ -44,3 +44,19 @@ def test_inference_chunks_give_the_same_tokens():
     tok.chunk_patches = 7  # 150 patches in uneven chunks
     assert torch.allclose(tok(x), whole, atol=1e-6)
     assert tok(x).shape == (3, 50, 32)
+
+
+def test_folded_batchnorm_gives_the_same_tokens():
+    torch.manual_seed(2)
+    tok = PatchTokenizer(32, (8, 16, 24)).eval()
+    for bn in (tok.first_conv[1], tok.second_conv[1]):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        nn.init.normal_(bn.weight)
+        nn.init.normal_(bn.bias)
+    x = torch.randn(2, 5, 7, 3)
+    before = tok(x)
+    tok.fold_batchnorm_()
+    assert isinstance(tok.first_conv[1], nn.Identity) and isinstance(tok.second_conv[1], nn.Identity)
+    assert torch.allclose(tok(x), before, atol=1e-5)
+    assert torch.allclose(tok(x), reference_forward(tok, x), atol=1e-5)  # the folded layers are plain convs
