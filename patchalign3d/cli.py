@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "demo")
+OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "keypoints", "demo")
 
 
 def _segment_parser() -> argparse.ArgumentParser:
@@ -93,10 +93,11 @@ def _lightning(argv: Sequence[str]) -> int:
 
 def _usage() -> str:
     return (
-        "usage: patchalign3d {segment,export,evaluate,demo,fit,validate,test,predict} ...\n\n"
+        "usage: patchalign3d {segment,export,evaluate,keypoints,demo,fit,validate,test,predict} ...\n\n"
         "  segment   label a shape's points with part names\n"
         "  export    convert a stage-2 checkpoint to the released format\n"
-        "  evaluate  benchmark a checkpoint (shapenetpart, faust, objaverse, partnet)\n"
+        "  evaluate  benchmark a checkpoint (shapenetpart, faust, objaverse, partnet, keypointnet)\n"
+        "  keypoints find named keypoints on a shape (zero-shot, few-shot or lifted from rendered views)\n"
         "  demo      the embedded default, end to end on a CPU\n"
         "  fit|validate|test|predict   training (LightningCLI), e.g. patchalign3d fit -c configs/stage1.yaml\n"
     )
@@ -113,10 +114,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return segment_main(rest)
     if command == "export":
         return export_main(rest)
+    if command == "evaluate" and rest[:1] == ["keypointnet"]:
+        from patchalign3d.keypoints.commands import keypointnet_main
+
+        return keypointnet_main(rest[1:])
     if command == "evaluate":
         from patchalign3d.evaluation.runner import evaluate_main
 
         return evaluate_main(rest)
+    if command == "keypoints":
+        from patchalign3d.keypoints.commands import keypoints_main
+
+        return keypoints_main(rest)
     if command == "demo":
         from patchalign3d.demo import demo_main
 
