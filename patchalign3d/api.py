@@ -427,15 +427,18 @@ def point_features(
     dtype: str | torch.dtype = "float32",
     seed: int = 0,
     queries: np.ndarray | None = None,
+    outputs: Sequence[str] = ("tokens", "embeddings"),
 ) -> PointFeatures:
     """Patch tokens and text-space embeddings of one cloud, interpolated to every point.
 
     Same preprocessing and options as :func:`segment` (normalisation, y/z swap, FPS grouping, the encoded
     subset for large clouds). ``queries`` ``(M, 3)`` are other points of the same shape (e.g. a mesh's face
-    centres) that get features too.
+    centres) that get features too. ``outputs`` names what to spread (the others come back None).
     """
     if up_axis not in UP_AXES:
         raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    if not set(outputs) <= {"tokens", "embeddings"}:
+        raise ValueError(f"outputs must name 'tokens' and/or 'embeddings', got {list(outputs)}")
     model = _resolve_model(model)
     cloud = _as_cloud(points)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -448,7 +451,8 @@ def point_features(
     pt = model.group(enc, num_groups=min(num_groups or model.config.num_groups, len(p.encoded)))
     with _autocast(dev, _parse_dtype(dtype)):
         tokens = model.encoder(pt.neighborhood, pt.centers).float()
-    emb = model.embed_patches(tokens) if model.proj is not None else None
+    emb = model.embed_patches(tokens) if model.proj is not None and "embeddings" in outputs else None
+    tokens = tokens if "tokens" in outputs else None
     encoded = torch.from_numpy(p.encoded).to(dev)
     full = Patches(pt.neighborhood, pt.centers, encoded[pt.center_idx], encoded[pt.member_idx])
 

@@ -1,8 +1,9 @@
 """Zero-shot keypoints from the patch features: a score field per name, peaks picked along the surface.
 
-For a name, every point scores the cosine between its text-space embedding (the patch embeddings spread to
-points by inverse-distance weights over the 3 nearest patch centres, :func:`patchalign3d.api.point_features`)
-and the name's text embedding. Keypoints are the field's local maxima on the 20-nearest-neighbour graph whose
+For a name, each patch scores the cosine between its text-space embedding and the name's text embedding, and
+every point takes the inverse-distance-weighted mean of its 3 nearest patch centres' scores (this is
+:func:`patchalign3d.segment` with ``assign="interpolate"`` and temperature 1, so preprocessing and model
+are exactly segmentation's). Keypoints are the field's local maxima on the 20-nearest-neighbour graph whose
 score reaches ``min_relative_score`` of the field's range, thinned by geodesic non-maximum suppression (a
 name may have several instances: four leg ends).
 """
@@ -89,6 +90,20 @@ def text_matrix(text: Any, names: list[str], model) -> np.ndarray:
     return torch.nn.functional.normalize(emb, dim=-1).numpy()
 
 
+def zero_shot_field(points: np.ndarray, names: list[str], model: Any, text: Any, **options: Any) -> np.ndarray:
+    """``(N, K)`` zero-shot scores: each patch's cosine with each name's text, spread to the points by
+    inverse-distance weights over the 3 nearest patch centres (:func:`patchalign3d.segment` with
+    ``assign="interpolate"`` at temperature 1). ``options`` go to ``segment``."""
+    from patchalign3d.api import _resolve_model, segment
+
+    model = _resolve_model(model)
+    if model.proj is None:
+        raise ValueError("this model has no text head (a stage-1 checkpoint?): zero-shot keypoints need a stage-2 model")
+    seg = segment(points, names, model=model, text=text_matrix(text, names, model), assign="interpolate",
+                  temperature=1.0, **options)
+    return seg.point_logits
+
+
 def pick_peaks(
     field: np.ndarray,
     graph,
@@ -134,7 +149,6 @@ def detect_keypoints(
     device: str | None = None,
     dtype: str = "float32",
     seed: int = 0,
-    features: Any = None,
     **lift_options: Any,
 ) -> Keypoints:
     """Named keypoints of a point cloud or mesh.
@@ -153,8 +167,6 @@ def detect_keypoints(
         min_relative_score: a peak must reach ``min + r * (max - min)`` of its name's field.
         max_instances: at most this many keypoints per name (None: no limit).
         normalize, up_axis, device, dtype, seed: as in :func:`patchalign3d.segment`.
-        features: the shape's :class:`~patchalign3d.api.PointFeatures` when already computed (then ``shape``
-            is ignored and the keypoints index ``features.points``).
 
     Returns:
         :class:`~patchalign3d.keypoints.Keypoints`.
@@ -167,7 +179,7 @@ def detect_keypoints(
     if mode == "few_shot":
         if prototypes is None:
             raise ValueError("mode='few_shot' needs prototypes=KeypointPrototypes(...).fit(shapes, annotations)")
-        return prototypes.predict(shape, names, num_points=num_points, seed=seed, features=features)
+        return prototypes.predict(shape, names, num_points=num_points, seed=seed)
     if mode == "lift":
         from patchalign3d.keypoints.lifting import lift_to_keypoints
 
@@ -176,26 +188,13 @@ def detect_keypoints(
     if lift_options:
         raise TypeError(f"unexpected keyword arguments {sorted(lift_options)} for mode={mode!r}")
 
-    from patchalign3d.api import _resolve_model, point_features
-
-    model = _resolve_model(model)
-    feats = features
-    if feats is None:
-        data = as_shape(shape, num_points=num_points, seed=seed)
-        feats = point_features(data.points, model=model, normalize=normalize, up_axis=up_axis, device=device,
-                               dtype=dtype, seed=seed)
-    if feats.embeddings is None:
-        raise ValueError("this model has no text head (a stage-1 checkpoint?): zero-shot keypoints need a stage-2 model")
-    txt = text_matrix(text, names, model)
-    if txt.shape[1] != feats.embeddings.shape[1]:
-        raise ValueError(f"text embeddings are {txt.shape[1]}-d but this model's head gives "
-                         f"{feats.embeddings.shape[1]}-d embeddings: use the text encoder the model was trained with")
-    field = feats.embeddings @ txt.T
-    graph = knn_graph(feats.points)
-    indices, labels = pick_peaks(field, graph, nms_radius * diagonal(feats.points),
+    points = as_shape(shape, num_points=num_points, seed=seed).points
+    field = zero_shot_field(points, names, model, text, normalize=normalize, up_axis=up_axis, device=device,
+                            dtype=dtype, seed=seed)
+    indices, labels = pick_peaks(field, knn_graph(points), nms_radius * diagonal(points),
                                  min_relative_score=min_relative_score, max_instances=max_instances)
     return Keypoints(
-        names=names, points=feats.points, field=field.astype(np.float32), indices=indices, labels=labels,
+        names=names, points=points, field=field.astype(np.float32), indices=indices, labels=labels,
         scores=field[indices, labels].astype(np.float32), mode="zero_shot",
         info={"nms_radius": nms_radius, "min_relative_score": min_relative_score, "max_instances": max_instances},
     )

@@ -100,7 +100,7 @@ class KeypointPrototypes:
         from patchalign3d.api import point_features
 
         if pf is None:
-            pf = point_features(points, model=self._model(), seed=seed, **self.options)
+            pf = point_features(points, model=self._model(), seed=seed, outputs=(self.features,), **self.options)
         feats = pf.tokens if self.features == "tokens" else pf.embeddings
         if feats is None:
             raise ValueError("this model has no text head: use features='tokens'")

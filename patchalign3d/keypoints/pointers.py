@@ -200,9 +200,10 @@ class MolmoPointer:
 class FeaturePointer:
     """Points at the visible pixel whose surface point scores best for the name under the patch features.
 
-    The mesh is sampled once (``num_points``), its zero-shot field computed for each name (cosine of the
-    per-point text-space embeddings with the name's text embedding); a pixel takes the score of the sample
-    nearest to its back-projected position. The answer is the centre of the best-scoring pixels.
+    The mesh is sampled once (``num_points``) and scored for each name with the zero-shot field of
+    :func:`~patchalign3d.keypoints.detect_keypoints` (patch cosines with the name's text, spread to the
+    samples); a pixel takes the score of the sample nearest to its back-projected position. The answer is the
+    centre of the best-scoring pixels.
 
     Args:
         model: a :class:`~patchalign3d.PatchAlign3D`, a checkpoint path / repo id, or None (the release).
@@ -215,7 +216,6 @@ class FeaturePointer:
         self.model, self.text, self.num_points, self.seed = model, text, num_points, seed
         self._mesh_id: int | None = None
         self._samples: np.ndarray | None = None
-        self._emb: np.ndarray | None = None
         self._tree = None
         self._scores: dict[str, np.ndarray] = {}
 
@@ -223,27 +223,21 @@ class FeaturePointer:
         import trimesh
         from scipy.spatial import cKDTree
 
-        from patchalign3d.api import _resolve_model, point_features
+        from patchalign3d.api import _resolve_model
 
         if self._mesh_id == id(mesh):
             return
         self.model = _resolve_model(self.model)
         samples, _ = trimesh.sample.sample_surface(mesh, self.num_points, seed=self.seed)
-        pf = point_features(samples.astype(np.float32), model=self.model, seed=self.seed)
-        if pf.embeddings is None:
-            raise ValueError("FeaturePointer needs a model with a text head (stage 2)")
-        self._mesh_id, self._samples, self._emb = id(mesh), pf.points, pf.embeddings
+        self._mesh_id, self._samples = id(mesh), samples.astype(np.float32)
         self._tree, self._scores = cKDTree(self._samples), {}
 
     def scores(self, name: str) -> np.ndarray:
         """``(num_points,)`` field of ``name`` on the samples of the prepared mesh."""
         if name not in self._scores:
-            from patchalign3d.keypoints.detect import text_matrix
+            from patchalign3d.keypoints.detect import zero_shot_field
 
-            txt = text_matrix(self.text, [name], self.model)[0]
-            if txt.shape[0] != self._emb.shape[1]:
-                raise ValueError(f"text embeddings are {txt.shape[0]}-d but the model gives {self._emb.shape[1]}-d")
-            self._scores[name] = self._emb @ txt
+            self._scores[name] = zero_shot_field(self._samples, [name], self.model, self.text, seed=self.seed)[:, 0]
         return self._scores[name]
 
     def point(self, image: np.ndarray, name: str, *, view: RenderedView | None = None) -> list[tuple[float, float]]:

@@ -99,7 +99,7 @@ def evaluate_synthetic_keypoints(
         ``{split: {"iou": {method: {"0.05": %, "0.10": %}}, "per_category": {...}, "num_shapes", "shots",
         "skipped"}, "seconds": s}``.
     """
-    from patchalign3d.api import _resolve_model, point_features
+    from patchalign3d.api import _resolve_model
     from patchalign3d.keypoints.detect import detect_keypoints, resolve_text
     from patchalign3d.keypoints.fewshot import KeypointPrototypes
 
@@ -113,7 +113,7 @@ def evaluate_synthetic_keypoints(
               for split, folder in splits.items()}
     every_name = sorted({n for cats in loaded.values() for shapes in cats.values() for s in shapes for n in s["gt"]})
     if not every_name:
-        raise ValueError(f"no shape under {list(map(str, splits.values()))} carries keypoints in its sidecar")
+        raise ValueError(f"no shape under {[str(f) for f in splits.values()]} carries keypoints in its sidecar")
     bank = resolve_text(text, every_name, model)
     report: dict[str, Any] = {}
     for split, cats in loaded.items():
@@ -128,10 +128,9 @@ def evaluate_synthetic_keypoints(
                 [s["points"] for s in support], [s["gt"] for s in support], seed=seed)
             for s in queries:
                 names = list(s["gt"])
-                feats = point_features(s["points"], model=model, seed=seed)
-                zero = detect_keypoints(None, names, model=model, text=bank, features=feats, **(detector_options or {}))
+                zero = detect_keypoints(s["points"], names, model=model, text=bank, seed=seed, **(detector_options or {}))
                 known = [n for n in names if n in protos.support]
-                few = protos.predict(None, known, features=feats, seed=seed).indices if known else np.zeros(0, np.int64)
+                few = protos.predict(s["points"], known, seed=seed).indices if known else np.zeros(0, np.int64)
                 chance = np.concatenate([rng.choice(len(s["points"]), len(g), replace=False) for g in s["gt"].values()])
                 gt = np.concatenate(list(s["gt"].values()))
                 for method, pred in (("zero_shot", zero.indices), ("few_shot", few), ("chance", chance)):
@@ -159,3 +158,25 @@ def summary_lines(report: Mapping[str, Any], splits: Sequence[str]) -> list[str]
             label = f"{m} ({r['shots']} shots)" if m == "few_shot" else m
             lines.append(f"| {split} | {r['num_shapes']} | {label} | {iou['0.05']:.1f} | {iou['0.10']:.1f} |")
     return lines
+
+
+DEMO_SPLITS = ("test_seen", "test_unseen")
+
+
+def demo_keypoints(model: Any, roots: Mapping[str, str | os.PathLike], shapes_per_category: int) -> dict[str, Any]:
+    """The demo's keypoint step: :func:`evaluate_synthetic_keypoints` on its seen and held-out test shapes with
+    up to 3 support shapes per category (one fewer than the category has), or why it could not run."""
+    shots = max(1, min(3, shapes_per_category - 1))
+    try:
+        return evaluate_synthetic_keypoints(model, {s: roots[s] for s in DEMO_SPLITS}, shots=shots)
+    except ValueError as err:  # shapes written by a version without keypoints, reused by a rerun
+        return {"skipped": f"{err} (delete the demo's shapes/ folder to regenerate them with keypoints)"}
+
+
+def demo_report_lines(report: Mapping[str, Any]) -> list[str]:
+    """Lines for the demo's ``results.md``."""
+    if "skipped" in report:
+        return ["", f"Keypoints: not scored: {report['skipped']}"]
+    return ["", "Keypoints (IoU %, KeypointNet's geodesic metric, shapes scaled to a unit diagonal; mean over "
+                "categories; chance: random samples, as many per name as the shape has keypoints):", "",
+            *summary_lines(report, DEMO_SPLITS)]

@@ -3,7 +3,6 @@ import pytest
 import torch
 import trimesh
 
-from patchalign3d.api import point_features
 from patchalign3d.keypoints import Keypoints, detect_keypoints
 from patchalign3d.keypoints.geodesic import geodesic_distances
 from patchalign3d.model import patchalign3d_tiny
@@ -25,21 +24,32 @@ def test_result_fields_and_consistency(tiny_model, bank):
         assert kps.field[kps.of(kps.names[k])[0], k] == kps.field[:, k].max()
 
 
-def test_field_is_the_cosine_of_point_embeddings_with_the_text(tiny_model, bank):
+def _patch_embeddings(model, cloud):
+    """The release pipeline by hand (as tests/test_api.py does): normalise, swap y/z, group, encode, project."""
+    x = cloud - cloud.mean(0)
+    x = torch.from_numpy((x / np.linalg.norm(x, axis=1).max())[:, [0, 2, 1]].astype(np.float32))[None]
+    with torch.no_grad():
+        p = model.group(x)
+        emb = torch.nn.functional.normalize(model.proj(model.encoder(p.neighborhood, p.centers)), dim=-1)
+    return emb[0].numpy(), p.center_idx[0].numpy()
+
+
+def test_field_at_patch_centres_is_the_patch_cosine_with_the_text(tiny_model, bank):
     cloud = make_cloud(500, seed=2)
-    kps = detect_keypoints(cloud, ["wing tip"], model=tiny_model, text=bank)
-    emb = point_features(cloud, model=tiny_model).embeddings
-    t = bank.lookup(["wing tip"])[0].numpy()
-    np.testing.assert_allclose(kps.field[:, 0], emb @ (t / np.linalg.norm(t)), atol=1e-5)
-    assert np.abs(kps.field).max() <= 1 + 1e-5
+    kps = detect_keypoints(cloud, ["wing tip", "nose"], model=tiny_model, text=bank)
+    emb, centres = _patch_embeddings(tiny_model, cloud)
+    t = bank.lookup(["wing tip", "nose"]).numpy()
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    np.testing.assert_allclose(kps.field[centres], emb @ t.T, atol=1e-4)
+    assert np.abs(kps.field).max() <= 1 + 1e-5  # between points: weighted means of patch cosines
 
 
-def test_a_name_embedded_like_a_point_finds_that_point(tiny_model):
+def test_a_name_embedded_like_a_patch_finds_its_centre(tiny_model):
     cloud = make_cloud(700, seed=5)
-    emb = point_features(cloud, model=tiny_model).embeddings
-    target = 123
-    kps = detect_keypoints(cloud, ["here"], model=tiny_model, text=emb[[target]], max_instances=1)
-    assert kps.field[:, 0].argmax() == target and kps.of("here").tolist() == [target]
+    emb, centres = _patch_embeddings(tiny_model, cloud)
+    j = 7
+    kps = detect_keypoints(cloud, ["here"], model=tiny_model, text=emb[[j]], max_instances=1)
+    assert kps.of("here").tolist() == [centres[j]]
 
 
 def test_instances_are_geodesically_apart(tiny_model, bank):
