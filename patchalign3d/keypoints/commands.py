@@ -70,7 +70,7 @@ def _keypoints_parser() -> argparse.ArgumentParser:
                           "(or a list of such); repeat for k examples")
     few.add_argument("--prototypes", default=None, help="a file written by KeypointPrototypes.save (instead of --support)")
     few.add_argument("--features", default="tokens", choices=("tokens", "embeddings"))
-    few.add_argument("--variant", default="prototype", choices=("prototype", "nearest"))
+    few.add_argument("--variant", default="nearest", choices=("nearest", "prototype"))
     lift = p.add_argument_group("lift")
     lift.add_argument("--pointer", default="feature", choices=("feature", "molmo"),
                       help="'feature': this package's patch features, offline; 'molmo': Molmo through transformers")

@@ -109,7 +109,7 @@ def pick_peaks(
     graph,
     radius: float,
     *,
-    min_relative_score: float = 0.8,
+    min_relative_score: float = 0.9,
     max_instances: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints of each column of a ``(N, K)`` field: ``indices`` and ``labels``, best first per name."""
@@ -142,7 +142,7 @@ def detect_keypoints(
     pointer: Any = None,
     num_points: int = 2048,
     nms_radius: float = 0.1,
-    min_relative_score: float = 0.8,
+    min_relative_score: float = 0.9,
     max_instances: int | None = 8,
     normalize: bool = True,
     up_axis: str = "y",

@@ -6,8 +6,11 @@ points) at its keypoints. ``predict(shape)`` scores every point of a new shape a
 features and picks peaks with geodesic non-maximum suppression, as many per name as the support shapes have
 on average. Two ways of scoring:
 
-- ``"prototype"`` (default): cosine with the mean of the name's support features.
-- ``"nearest"``: the best cosine with any single support keypoint (keeps instances that differ apart).
+- ``"nearest"`` (default): the best cosine with any single support keypoint (keeps instances that differ
+  apart; on the demo's validation shapes IoU@0.10 60.6 against 55.7 for ``"prototype"``).
+- ``"prototype"``: cosine with the mean of the name's support features.
+
+Encoder tokens (default) did better there than the text-space embeddings (60.6 against 55.2).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class KeypointPrototypes:
     Args:
         model: a :class:`~patchalign3d.PatchAlign3D`, a checkpoint path / repo id, or None (the release).
         features: ``"tokens"`` (encoder output; works for stage-1 models too) or ``"embeddings"`` (text space).
-        variant: ``"prototype"`` or ``"nearest"`` (see the module docstring).
+        variant: ``"nearest"`` or ``"prototype"`` (see the module docstring).
         nms_radius: geodesic suppression radius, a fraction of the shape's bounding-box diagonal.
         min_relative_score: a peak must reach ``min + r * (max - min)`` of its name's field.
         normalize, up_axis, device, dtype: as in :func:`patchalign3d.segment`.
@@ -66,7 +69,7 @@ class KeypointPrototypes:
         model: Any = None,
         *,
         features: str = "tokens",
-        variant: str = "prototype",
+        variant: str = "nearest",
         nms_radius: float = 0.1,
         min_relative_score: float = 0.5,
         normalize: bool = True,
