@@ -228,6 +228,10 @@ class FeaturePointer:
         if self._mesh_id == id(mesh):
             return
         self.model = _resolve_model(self.model)
+        if self.text is None or isinstance(self.text, str):  # one encoder for every name asked later
+            from patchalign3d.text import get_text_encoder, spec_from_meta
+
+            self.text = get_text_encoder(self.text or spec_from_meta(self.model.text_meta))
         samples, _ = trimesh.sample.sample_surface(mesh, self.num_points, seed=self.seed)
         self._mesh_id, self._samples = id(mesh), samples.astype(np.float32)
         self._tree, self._scores = cKDTree(self._samples), {}
