@@ -110,6 +110,7 @@ class _Detector:
             text = resolve_text(text, every, self.model)
         self.text = text
         self.shots, self.root, self.prototypes = shots, dataset.root, {}
+        self.support_keys: list[str] = []
 
     def _names(self, shape: KeypointNetShape) -> dict[int, str]:
         return keypoint_names_for(shape.category, shape.semantic_ids.tolist(), self.names)
@@ -133,7 +134,7 @@ class _Detector:
                 anns.append(ann)
             self.prototypes[category] = KeypointPrototypes(self.model, **self.options).fit(
                 [s.points.astype(np.float32) for s in support], anns)
-            self.support_keys = [s.key for s in support]
+            self.support_keys += [s.key for s in support]
         return self.prototypes[category]
 
     def __call__(self, shape: KeypointNetShape) -> np.ndarray:
@@ -231,7 +232,7 @@ def evaluate_keypointnet(
         "published": {k: {f"{t:.2f}": v for t, v in row.items()} for k, row in PUBLISHED.items()},
     })
     if predictions is None and detector == "few_shot":
-        report["support"] = getattr(run, "support_keys", [])
+        report["support"] = run.support_keys
     report["markdown"] = markdown_table(report)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
