@@ -12,7 +12,8 @@ training categories, so zero-shot transfer to unseen categories can be measured.
 
 On disk (see ``docs/architecture.md``, "Synthetic shapes") a shape is ``<root>/<category>/<uid>.ply``
 plus the sidecar ``<root>/<category>/<uid>.parts.json`` =
-``{"uid", "category", "part_names", "face_labels"}``.
+``{"uid", "category", "part_names", "face_labels", "keypoints"}``; ``keypoints`` maps keypoint names to
+``[[x, y, z], ...]`` in the mesh's (final, normalised) frame (see :mod:`data_engine.synthetic_keypoints`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from trimesh import creation
 from trimesh.transformations import rotation_matrix
 
 from data_engine.labels import sidecar_path  # the one definition of where a mesh's part sidecar lives
+from data_engine.synthetic_keypoints import locate_keypoints, transform_keypoints
 
 __all__ = [
     "CATEGORIES",
@@ -630,15 +632,20 @@ class SyntheticShape:
     mesh: trimesh.Trimesh
     part_names: list[str]
     face_labels: np.ndarray  # (F,) int64 in 0..K-1
+    #: named keypoints in the mesh's frame, ``{name: [[x, y, z], ...]}``
+    keypoints: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def to_sidecar(self) -> dict[str, Any]:
-        """JSON-ready ``{"uid", "category", "part_names", "face_labels"}``."""
-        return {
+        """JSON-ready ``{"uid", "category", "part_names", "face_labels"}``, plus ``"keypoints"`` when any."""
+        sidecar = {
             "uid": self.uid,
             "category": self.category,
             "part_names": list(self.part_names),
             "face_labels": self.face_labels.tolist(),
         }
+        if self.keypoints:
+            sidecar["keypoints"] = self.keypoints
+        return sidecar
 
     def point_labels(self, face_ids: np.ndarray) -> np.ndarray:
         """Part label of each point from the face it lies on (e.g. ``trimesh.sample`` face ids)."""
@@ -671,10 +678,16 @@ def _assemble(pieces: list[Piece], spec: CategorySpec) -> tuple[trimesh.Trimesh,
     return mesh, part_names, np.concatenate(labels)
 
 
-def _normalise(mesh: trimesh.Trimesh) -> None:
-    """Centre on the bounding-box centre and scale so the farthest vertex lies on the unit sphere."""
-    mesh.apply_translation(-mesh.bounds.mean(axis=0))
-    mesh.apply_scale(1.0 / np.linalg.norm(mesh.vertices, axis=1).max())
+def _normalise(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Centre on the bounding-box centre and scale so the farthest vertex lies on the unit sphere.
+
+    Returns the ``(4, 4)`` transform applied (keypoints follow the mesh with it).
+    """
+    centre = mesh.bounds.mean(axis=0)
+    mesh.apply_translation(-centre)
+    scale = 1.0 / np.linalg.norm(mesh.vertices, axis=1).max()
+    mesh.apply_scale(scale)
+    return trimesh.transformations.scale_matrix(scale) @ trimesh.transformations.translation_matrix(-centre)
 
 
 def _category_key(category: str) -> int:
@@ -695,21 +708,25 @@ def make_shape(category: str, seed: int, rotate: bool = False, uid: str | None =
     build_seq, pose_seq = np.random.SeedSequence([_category_key(category), seed]).spawn(2)
     rng = np.random.default_rng(build_seq)
     for _ in range(_MAX_ATTEMPTS):
-        mesh, part_names, labels = _assemble(spec.build(rng), spec)
+        pieces = spec.build(rng)
+        mesh, part_names, labels = _assemble(pieces, spec)
         if part_area_shares(mesh, labels, len(part_names)).min() >= MIN_PART_SHARE:
             break
     else:
         raise RuntimeError(f"{category}: no draw with every part >= {MIN_PART_SHARE:.0%} of the area")
+    keypoints = locate_keypoints(pieces, category, mesh)  # on the named pieces, before they move
+    pose = np.eye(4)
     if rotate:
-        angle = np.random.default_rng(pose_seq).uniform(0.0, 2.0 * np.pi)
-        mesh.apply_transform(rotation_matrix(angle, _UP))
-    _normalise(mesh)
+        pose = rotation_matrix(np.random.default_rng(pose_seq).uniform(0.0, 2.0 * np.pi), _UP)
+        mesh.apply_transform(pose)
+    pose = _normalise(mesh) @ pose
     return SyntheticShape(
         uid=uid if uid is not None else f"{category}_{seed:04d}",
         category=category,
         mesh=mesh,
         part_names=part_names,
         face_labels=labels,
+        keypoints=transform_keypoints(keypoints, pose),
     )
 
 

@@ -352,3 +352,84 @@ def _as_mesh(obj: Any, index: int | None) -> tuple[Any, list[Any]]:
     if not np.isfinite(mesh.vertices).all():
         raise ValueError(f"{where}: the mesh has NaN or infinite vertex coordinates")
     return mesh, pieces
+
+
+# -- per-point features (keypoints, matching) -------------------------------------------------------------
+@dataclass
+class PointFeatures:
+    """Per-point features of one cloud, spread from its patches by inverse-distance weights over the 3
+    nearest patch centres (``assign="interpolate"``) and L2-normalised. Arrays are numpy, in input order.
+
+    Attributes:
+        points: ``(N, 3)`` the input points.
+        embeddings: ``(N, D)`` text-space embeddings (cosine with a text embedding scores a name), or None
+            for a model without a text head (stage 1).
+        tokens: ``(N, C)`` encoder tokens before the text head.
+        patch_centers: ``(G, 3)`` in the input frame.
+        query_embeddings, query_tokens: the same at the extra ``queries`` points (empty when none).
+    """
+
+    points: np.ndarray
+    embeddings: np.ndarray | None
+    tokens: np.ndarray
+    patch_centers: np.ndarray
+    query_embeddings: np.ndarray | None = None
+    query_tokens: np.ndarray | None = None
+
+
+@torch.inference_mode()
+def point_features(
+    points: PointsLike,
+    *,
+    model: PatchAlign3D | str | os.PathLike | None = None,
+    normalize: bool = True,
+    up_axis: str = "y",
+    max_points: int | None = 2048,
+    num_groups: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = DEFAULT_DTYPE,
+    seed: int = 0,
+    queries: np.ndarray | None = None,
+    outputs: Sequence[str] = ("tokens", "embeddings"),
+) -> PointFeatures:
+    """Patch tokens and text-space embeddings of one cloud, interpolated to every point.
+
+    Same preprocessing and options as :func:`segment` (normalisation, y/z swap, FPS grouping, the encoded
+    subset for large clouds). ``queries`` ``(M, 3)`` are other points of the same shape (e.g. a mesh's face
+    centres) that get features too. ``outputs`` names what to spread (the others come back None).
+    """
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    if not set(outputs) <= {"tokens", "embeddings"}:
+        raise ValueError(f"outputs must name 'tokens' and/or 'embeddings', got {list(outputs)}")
+    model = _resolve_model(model)
+    cloud = _as_cloud(points)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    if model.training:
+        model.eval()
+    model = model.to(dev)
+    p = _prepare(cloud, normalize=normalize, up_axis=up_axis, max_points=max_points, seed=seed,
+                 min_points=model.config.group_size)
+    enc = torch.from_numpy(p.frame[p.encoded]).to(dev)[None]
+    pt = model.group(enc, num_groups=min(num_groups or model.config.num_groups, len(p.encoded)))
+    net = cached_inference_copy(model, resolve_dtype(dtype, dev))
+    tokens = net.encoder(pt.neighborhood, pt.centers).float()
+    emb = net.embed_patches(tokens) if model.proj is not None and "embeddings" in outputs else None
+    tokens = tokens if "tokens" in outputs else None
+    encoded = torch.from_numpy(p.encoded).to(dev)
+    full = Patches(pt.neighborhood, pt.centers, encoded[pt.center_idx], encoded[pt.member_idx])
+
+    def spread(where: np.ndarray, values: Tensor | None) -> np.ndarray | None:
+        if values is None:
+            return None
+        x = torch.from_numpy(where).to(dev)[None]
+        out = model.point_logits(x, full, values, "interpolate")[0]
+        return torch.nn.functional.normalize(out, dim=-1).cpu().numpy()
+
+    q = p.to_frame(np.asarray(queries, dtype=np.float32).reshape(-1, 3)) if queries is not None else None
+    return PointFeatures(
+        points=cloud, embeddings=spread(p.frame, emb), tokens=spread(p.frame, tokens),
+        patch_centers=np.asarray(cloud[full.center_idx[0].cpu().numpy()], dtype=np.float32),
+        query_embeddings=spread(q, emb) if q is not None else None,
+        query_tokens=spread(q, tokens) if q is not None else None,
+    )

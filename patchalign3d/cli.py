@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "demo", "app")
+OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "keypoints", "demo", "app")
 
 
 def _segment_parser() -> argparse.ArgumentParser:
@@ -171,10 +171,11 @@ def _lightning(argv: Sequence[str]) -> int:
 
 def _usage() -> str:
     return (
-        "usage: patchalign3d {segment,export,evaluate,demo,app,fit,validate,test,predict} ...\n\n"
+        "usage: patchalign3d {segment,export,evaluate,keypoints,demo,app,fit,validate,test,predict} ...\n\n"
         "  segment   label the points, vertices and faces of shapes (files, folders, globs) with part names\n"
         "  export    convert a stage-2 checkpoint to the released format\n"
-        "  evaluate  benchmark a checkpoint (shapenetpart, faust, objaverse, partnet)\n"
+        "  evaluate  benchmark a checkpoint (shapenetpart, faust, objaverse, partnet, partnete, keypointnet)\n"
+        "  keypoints find named keypoints on a shape (zero-shot, few-shot or lifted from rendered views)\n"
         "  demo      the embedded default, end to end on a CPU\n"
         "  app       a web app (Gradio, extra [app]): upload a shape, name its parts, see and download them\n"
         "  fit|validate|test|predict   training (LightningCLI), e.g. patchalign3d fit -c configs/stage1.yaml\n"
@@ -192,10 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return segment_main(rest)
     if command == "export":
         return export_main(rest)
+    if command == "evaluate" and rest[:1] == ["keypointnet"]:
+        from patchalign3d.keypoints.commands import keypointnet_main
+
+        return keypointnet_main(rest[1:])
     if command == "evaluate":
         from patchalign3d.evaluation.runner import evaluate_main
 
         return evaluate_main(rest)
+    if command == "keypoints":
+        from patchalign3d.keypoints.commands import keypoints_main
+
+        return keypoints_main(rest)
     if command == "demo":
         from patchalign3d.demo import demo_main
 

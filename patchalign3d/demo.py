@@ -267,6 +267,9 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     splits = {}
     for split in ("val", "test_seen", "test_unseen"):
         splits[split] = step(f"evaluate_{split}", evaluate_split, split, roots[split], model, out, size.num_pictures)
+    from patchalign3d.keypoints.synthetic import demo_keypoints, demo_report_lines
+
+    keypoints = step("keypoints", demo_keypoints, model, roots, size.test_per_category)
     total = time.perf_counter() - t0
     seen, unseen = splits["test_seen"], splits["test_unseen"]
     results = {
@@ -278,6 +281,7 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
         "checkpoints": {"stage1": str(ckpt1), "stage2": str(ckpt2), "released_format": str(exported)},
         "splits": {k: {"model": v["model"], "chance": v["chance"],
                        "report": {"per_category": v["report"]["per_category"]}} for k, v in splits.items()},
+        "keypoints": keypoints,
         "targets": {
             "seen_miou": bool(seen["model"]["miou"] >= TARGET_SEEN_MIOU),
             "unseen_beats_chance": bool(unseen["model"]["miou"] > unseen["chance"]["miou"]),
@@ -286,10 +290,13 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     }
     (out / "metrics.json").write_text(json.dumps(results, indent=1))
     table = write_summary(out, results)
+    with table.open("a") as f:
+        f.write("\n".join(demo_report_lines(keypoints)) + "\n")
     _say("done in {:.1f} min".format(total / 60))
     for split in ("val", "test_seen", "test_unseen"):
         m, c = splits[split]["model"], splits[split]["chance"]
         _say(f"{split:>11}: mIoU {m['miou']:.1f} (chance {c['miou']:.1f}), cIoU {m['ciou']:.1f} (chance {c['ciou']:.1f})")
+    print("\n".join(demo_report_lines(keypoints)[1:]), flush=True)
     _say(f"metrics: {out / 'metrics.json'}; table: {table}; pictures: {out / 'pictures'}; model: {exported}")
     return results
 

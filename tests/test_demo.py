@@ -30,5 +30,8 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     pictures = list((out / "pictures").rglob("*.png"))
     assert len(pictures) >= 3
     assert "| test_unseen |" in (out / "results.md").read_text()
+    keypoints = metrics["keypoints"]  # zero-shot, few-shot and chance keypoint IoU on seen and held-out shapes
+    for split in ("test_seen", "test_unseen"):
+        assert set(keypoints[split]["iou"]) == {"zero_shot", "few_shot", "chance"}
     for name in ("data.yaml", "stage1.yaml", "stage2.yaml"):
         assert (out / "configs" / name).is_file()

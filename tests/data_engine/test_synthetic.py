@@ -156,7 +156,7 @@ def test_point_labels_and_sidecar():
     with pytest.raises(ValueError):
         shape.point_labels([len(shape.mesh.faces)])
     sidecar = json.loads(json.dumps(shape.to_sidecar()))
-    assert set(sidecar) == {"uid", "category", "part_names", "face_labels"}
+    assert set(sidecar) == {"uid", "category", "part_names", "face_labels", "keypoints"}
     assert sidecar["face_labels"] == shape.face_labels.tolist()
     assert sidecar["part_names"] == shape.part_names and sidecar["category"] == "cart"
 

@@ -1,0 +1,232 @@
+"""Command-line entry points: ``patchalign3d keypoints`` and ``patchalign3d evaluate keypointnet``.
+
+Argument parsing and reporting only; the work is in :mod:`patchalign3d.keypoints`. Ordinary mistakes (missing
+files, bad names, malformed annotations or predictions, weights not available offline) end with one line on
+stderr and exit status 1; ``PATCHALIGN3D_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+USER_ERRORS = (OSError, ValueError, KeyError)
+
+
+def _run(prog: str, fn: Callable[[], int]) -> int:
+    try:
+        return fn()
+    except USER_ERRORS as err:
+        if os.environ.get("PATCHALIGN3D_DEBUG"):
+            raise
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, help="released .pt, Lightning .ckpt or Hub repo id (default: the release)")
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--text-bank", default=None, help="a saved TextBank (.pt) holding the names")
+    text.add_argument("--text-encoder", default=None, help="'minilm', 'openclip:MODEL/PRETRAINED' or 'hf:NAME' (default: as trained)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that need full unpickling")
+
+
+def _model_and_text(args: argparse.Namespace) -> tuple[Any, Any]:
+    import patchalign3d as pa
+
+    model = pa.load_model(args.checkpoint, trust_pickle=args.trust_pickle)
+    text = pa.TextBank.load(args.text_bank) if args.text_bank else args.text_encoder
+    return model, text
+
+
+# -- patchalign3d keypoints -------------------------------------------------------------------------------------
+def _keypoints_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="patchalign3d keypoints",
+        description="Find named keypoints on a shape: zero-shot from the patch features and the names' text, "
+                    "few-shot from annotated examples, or by lifting a 2D pointer's answers on rendered views.",
+    )
+    p.add_argument("shape", help="a shape file (.ply .obj .glb .off .pcd .npz .txt) or 'example:NAME'")
+    p.add_argument("--names", required=True, help='comma-separated keypoint names, e.g. "leg end,seat corner"')
+    p.add_argument("--mode", default="zero_shot", choices=("zero_shot", "few_shot", "lift"))
+    _add_model_args(p)
+    p.add_argument("--json", default=None, help="write the keypoints (names, indices, positions, scores) as JSON")
+    p.add_argument("--png", default=None, help="write a picture of the shape with each keypoint marked and named")
+    p.add_argument("--num-points", type=int, default=2048, help="points sampled on a mesh's surface")
+    p.add_argument("--nms-radius", type=float, default=0.1, help="geodesic suppression radius, fraction of the shape's diagonal")
+    p.add_argument("--min-relative-score", type=float, default=None, help="peaks must reach this fraction of the field's range")
+    p.add_argument("--max-instances", type=int, default=8, help="at most this many keypoints per name (zero-shot)")
+    p.add_argument("--up-axis", default="y", choices=("y", "z"))
+    few = p.add_argument_group("few-shot")
+    few.add_argument("--support", action="append", default=[],
+                     help="an annotated example: a mesh with a .parts.json sidecar holding 'keypoints' (the demo's "
+                          "shapes), or a JSON file {\"shape\": PATH, \"keypoints\": {name: [[x, y, z], ...] or [index, ...]}} "
+                          "(or a list of such); repeat for k examples")
+    few.add_argument("--prototypes", default=None, help="a file written by KeypointPrototypes.save (instead of --support)")
+    few.add_argument("--features", default="tokens", choices=("tokens", "embeddings"))
+    few.add_argument("--variant", default="nearest", choices=("nearest", "prototype"))
+    lift = p.add_argument_group("lift")
+    lift.add_argument("--pointer", default="feature", choices=("feature", "molmo"),
+                      help="'feature': this package's patch features, offline; 'molmo': Molmo through transformers")
+    lift.add_argument("--molmo-model", default=None, help="Molmo repo id or folder (default allenai/Molmo-7B-D-0924)")
+    lift.add_argument("--trust-remote-code", action="store_true", help="allow Molmo v1's model code from the Hub to run")
+    lift.add_argument("--views", type=int, default=26)
+    lift.add_argument("--resolution", type=int, default=512)
+    lift.add_argument("--device", default=None)
+    return p
+
+
+def _resolve_shape(shape: str) -> Path:
+    if shape.startswith("example:"):
+        from patchalign3d.examples import example_path
+
+        return example_path(shape.split(":", 1)[1])
+    return Path(shape)
+
+
+def read_support(paths: Sequence[str]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Shapes and keypoint annotations of ``--support`` entries (sidecar meshes or JSON files)."""
+    shapes, anns = [], []
+    for entry in paths:
+        path = Path(entry)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such support file: {path}")
+        if path.suffix.lower() == ".json":
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: not valid JSON ({err})") from None
+            for i, item in enumerate(data if isinstance(data, list) else [data]):
+                if not isinstance(item, dict) or "shape" not in item or not isinstance(item.get("keypoints"), dict):
+                    raise ValueError(f"{path}: item {i} must be {{\"shape\": PATH, \"keypoints\": {{name: [...]}}}}")
+                shape = Path(item["shape"])
+                shapes.append(shape if shape.is_absolute() else path.parent / shape)
+                anns.append({n: _as_annotation(v) for n, v in item["keypoints"].items()})
+            continue
+        from data_engine.labels import sidecar_path
+
+        side = sidecar_path(path)
+        kps = json.loads(side.read_text()).get("keypoints") if side.is_file() else None
+        if not isinstance(kps, dict) or not kps:
+            raise ValueError(f"{path}: no keypoints in its sidecar {side.name}; give a JSON support file instead")
+        shapes.append(path)
+        anns.append({n: _as_annotation(v) for n, v in kps.items()})
+    return shapes, anns
+
+
+def _as_annotation(value: Any):
+    import numpy as np
+
+    arr = np.asarray(value)
+    return arr.astype(np.float32) if arr.ndim == 2 else arr.astype(np.int64)
+
+
+def _keypoints(args: argparse.Namespace) -> int:
+    from patchalign3d.keypoints import FeaturePointer, KeypointPrototypes, MolmoPointer, detect_keypoints
+    from patchalign3d.text import validate_part_names
+
+    names = validate_part_names([n.strip() for n in args.names.split(",")])
+    path = _resolve_shape(args.shape)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such shape file: {path}")
+    model, text = _model_and_text(args)
+    opts: dict[str, Any] = dict(model=model, text=text, num_points=args.num_points)
+    if args.mode == "zero_shot":
+        opts.update(nms_radius=args.nms_radius, max_instances=args.max_instances, up_axis=args.up_axis)
+        if args.min_relative_score is not None:
+            opts["min_relative_score"] = args.min_relative_score
+    elif args.mode == "few_shot":
+        if args.prototypes:
+            protos = KeypointPrototypes.load(args.prototypes, model)
+        elif args.support:
+            extra = {"min_relative_score": args.min_relative_score} if args.min_relative_score is not None else {}
+            protos = KeypointPrototypes(model, features=args.features, variant=args.variant, nms_radius=args.nms_radius,
+                                        up_axis=args.up_axis, **extra)
+            protos.fit(*read_support(args.support), num_points=args.num_points)
+        else:
+            raise ValueError("--mode few_shot needs annotated examples: --support FILE (repeat) or --prototypes FILE")
+        opts["prototypes"] = protos
+    else:
+        if args.pointer == "molmo":
+            opts["pointer"] = MolmoPointer(args.molmo_model or "allenai/Molmo-7B-D-0924", device=args.device,
+                                           trust_remote_code=args.trust_remote_code)
+        else:
+            opts["pointer"] = FeaturePointer(model, text, num_points=args.num_points)
+        opts.update(views=args.views, resolution=args.resolution, up_axis=args.up_axis)
+    kps = detect_keypoints(str(path), names, mode=args.mode, **opts)
+    counts = ", ".join(f"{n}: {len(kps.of(n))}" for n in kps.names)
+    print(f"{path.name}: {args.mode} keypoints on {len(kps.points)} points -> {counts}")
+    for item in kps.to_dict()["keypoints"]:
+        print(f"  {item['name']:<24} point {item['index']:>5}  at {item['position']}  score {item['score']:.3f}")
+    for name in kps.names:
+        if args.mode == "lift" and not len(kps.of(name)):
+            print(f"  {name}: no cluster of 10 or more answers formed ({kps.info['candidates'][name]} back-projected "
+                  f"answers from {args.views} views); try more --views")
+    if args.json:
+        print(f"wrote {kps.save_json(args.json)}")
+    if args.png:
+        print(f"wrote {kps.to_png(args.png, title=f'{path.name}: {args.mode}', up_axis=args.up_axis)}")
+    return 0
+
+
+def keypoints_main(argv: Sequence[str] | None = None) -> int:
+    """``patchalign3d keypoints SHAPE --names ...``; returns the exit status."""
+    args = _keypoints_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return _run("patchalign3d keypoints", lambda: _keypoints(args))
+
+
+# -- patchalign3d evaluate keypointnet -------------------------------------------------------------------------
+def _keypointnet_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="patchalign3d evaluate keypointnet",
+        description="KeypointNet keypoints (ZeroKey / UKPGAN protocol): IoU at geodesic thresholds 0.00 ... 0.10, "
+                    "as the KeypointNet benchmark code defines it, for this package's detectors or a predictions file.",
+    )
+    p.add_argument("--root", required=True, help="the KeypointNet folder (annotations/, pcds/, splits/)")
+    p.add_argument("--categories", default="airplane,chair,table")
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    p.add_argument("--predictions", default=None, help='JSON {"<synset>-<model_id>": [point indices]} to score')
+    p.add_argument("--detector", default="zero_shot", choices=("zero_shot", "few_shot"))
+    p.add_argument("--shots", type=int, default=3, help="few-shot: support shapes per category (from the train split)")
+    p.add_argument("--names", default=None, help="JSON {category: {semantic_id: name}} replacing the default names")
+    _add_model_args(p)
+    p.add_argument("--limit", type=int, default=None, help="score at most this many shapes per category")
+    p.add_argument("--json", default=None, help="write the report (IoU at every threshold) as JSON")
+    p.add_argument("--markdown", default=None, help="write the table as markdown")
+    return p
+
+
+def _keypointnet(args: argparse.Namespace) -> int:
+    from patchalign3d.keypoints.benchmark import evaluate_keypointnet
+    from patchalign3d.keypoints.keypointnet import read_names_table
+
+    model = text = None
+    if args.predictions is None:
+        model, text = _model_and_text(args)
+    report = evaluate_keypointnet(
+        args.root, categories=args.categories, split=args.split, predictions=args.predictions, model=model,
+        text=text, detector=args.detector, shots=args.shots,
+        names=read_names_table(args.names) if args.names else None, limit=args.limit,
+        json_path=args.json, markdown_path=args.markdown,
+    )
+    print(report["markdown"])
+    if report["num_missing"]:
+        listed = "; ".join(f"{c}: {len(v)} (e.g. {v[0]})" for c, v in report["missing"].items())
+        print(f"warning: {report['num_missing']} shape(s) of the {args.split} split have no point cloud under "
+              f"{Path(args.root) / 'pcds'} and were not scored ({listed}); the full list is in the JSON report",
+              file=sys.stderr)
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+def keypointnet_main(argv: Sequence[str] | None = None) -> int:
+    """``patchalign3d evaluate keypointnet --root R ...``; returns the exit status."""
+    args = _keypointnet_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return _run("patchalign3d evaluate keypointnet", lambda: _keypointnet(args))

@@ -1,0 +1,182 @@
+"""Keypoint scores on the procedural shapes (the demo's): zero-shot, few-shot and a chance baseline.
+
+Shapes are ``<folder>/<category>/<uid>.ply`` with a ``<uid>.parts.json`` sidecar whose ``"keypoints"`` maps
+names to positions (:mod:`data_engine.synthetic_keypoints`). Each shape is sampled (2048 points, seeded) and
+scaled so its bounding-box diagonal is 1, ShapeNet's convention, so the geodesic thresholds mean what they
+mean on KeypointNet; a keypoint's ground truth is its nearest sample. Per category, the first ``shots``
+shapes (by uid) are the few-shot support and the rest are scored by every method:
+
+- ``zero_shot``: :func:`detect_keypoints` with the names of the shape's keypoints;
+- ``few_shot``: :class:`KeypointPrototypes` fitted on the support;
+- ``chance``: per name, as many uniformly drawn samples as the shape has keypoints of that name (seeded).
+
+IoU is the KeypointNet benchmark's, per category, then averaged over categories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patchalign3d.keypoints.metrics import THRESHOLDS, KeypointIoU
+
+REPORTED = (0.05, 0.10)
+METHODS = ("zero_shot", "few_shot", "chance")
+
+
+def read_keypoint_sidecar(mesh_path: Path) -> tuple[str, dict[str, np.ndarray]]:
+    """Category and ``{name: (M, 3)}`` keypoints from a mesh's ``.parts.json`` (empty when it has none)."""
+    side = mesh_path.with_name(mesh_path.stem + ".parts.json")
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{side}: cannot read the sidecar ({err})") from None
+    kps = data.get("keypoints", {}) if isinstance(data, dict) else None
+    if not isinstance(kps, dict):
+        raise ValueError(f"{side}: 'keypoints' must map names to lists of [x, y, z]")
+    out = {}
+    for name, pts in kps.items():
+        arr = np.asarray(pts, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != 3 or not np.isfinite(arr).all():
+            raise ValueError(f"{side}: keypoints {name!r} must be a list of finite [x, y, z]")
+        out[name] = arr
+    return str(data.get("category", mesh_path.parent.name)), out
+
+
+def _shapes_by_category(folder: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("*/*.ply")):
+        if path.with_name(path.stem + ".parts.json").is_file():
+            out.setdefault(path.parent.name, []).append(path)
+    return out
+
+
+def _load(path: Path, num_points: int, seed: int) -> dict[str, Any] | None:
+    """Samples (diagonal-1 frame), ground-truth indices per name; None for a shape without keypoints."""
+    import trimesh
+
+    from patchalign3d.data.io import load_mesh
+
+    category, keypoints = read_keypoint_sidecar(path)
+    if not keypoints:
+        return None
+    mesh = load_mesh(path)
+    samples, _ = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
+    lo, hi = samples.min(0), samples.max(0)
+    centre, diag = (lo + hi) / 2, float(np.linalg.norm(hi - lo))
+    points = ((samples - centre) / diag).astype(np.float32)
+    gt = {n: np.unique(((samples[None] - k[:, None]) ** 2).sum(-1).argmin(1)) for n, k in keypoints.items()}
+    return {"uid": path.stem, "category": category, "points": points, "gt": gt}
+
+
+def evaluate_synthetic_keypoints(
+    model: Any,
+    splits: Mapping[str, str | os.PathLike],
+    *,
+    text: Any = None,
+    shots: int = 3,
+    num_points: int = 2048,
+    seed: int = 0,
+    detector_options: dict[str, Any] | None = None,
+    fewshot_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """IoU at geodesic 0.05 and 0.10 (and every benchmark threshold) per split, method and category.
+
+    Args:
+        model: a stage-2 :class:`~patchalign3d.PatchAlign3D`.
+        splits: ``{split name: folder of <category>/<uid>.ply + .parts.json}``.
+        text: names' text embeddings (default: the encoder the model was trained with, encoded once).
+        shots: support shapes per category for few-shot (categories with fewer than ``shots + 1`` shapes with
+            keypoints are skipped, and listed).
+
+    Returns:
+        ``{split: {"iou": {method: {"0.05": %, "0.10": %}}, "per_category": {...}, "num_shapes", "shots",
+        "skipped"}, "seconds": s}``.
+    """
+    from patchalign3d.api import _resolve_model
+    from patchalign3d.keypoints.detect import detect_keypoints, resolve_text
+    from patchalign3d.keypoints.fewshot import KeypointPrototypes
+
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    t0 = time.perf_counter()
+    model = _resolve_model(model)
+    rng = np.random.default_rng(seed)
+    loaded = {split: {c: [s for s in (_load(p, num_points, seed) for p in paths) if s is not None]
+                      for c, paths in _shapes_by_category(Path(folder)).items()}
+              for split, folder in splits.items()}
+    every_name = sorted({n for cats in loaded.values() for shapes in cats.values() for s in shapes for n in s["gt"]})
+    if not every_name:
+        raise ValueError(f"no shape under {[str(f) for f in splits.values()]} carries keypoints in its sidecar")
+    bank = resolve_text(text, every_name, model)
+    report: dict[str, Any] = {}
+    for split, cats in loaded.items():
+        metrics = {m: KeypointIoU() for m in METHODS}
+        skipped, scored = [], 0
+        for category, shapes in sorted(cats.items()):
+            if len(shapes) < shots + 1:
+                skipped.append(category) if shapes else None
+                continue
+            support, queries = shapes[:shots], shapes[shots:]
+            protos = KeypointPrototypes(model, **(fewshot_options or {})).fit(
+                [s["points"] for s in support], [s["gt"] for s in support], seed=seed)
+            for s in queries:
+                names = list(s["gt"])
+                zero = detect_keypoints(s["points"], names, model=model, text=bank, seed=seed, **(detector_options or {}))
+                known = [n for n in names if n in protos.support]
+                few = protos.predict(s["points"], known, seed=seed).indices if known else np.zeros(0, np.int64)
+                chance = np.concatenate([rng.choice(len(s["points"]), len(g), replace=False) for g in s["gt"].values()])
+                gt = np.concatenate(list(s["gt"].values()))
+                for method, pred in (("zero_shot", zero.indices), ("few_shot", few), ("chance", chance)):
+                    metrics[method].update(category, s["points"], np.unique(pred), gt)
+                scored += 1
+        results = {m: metrics[m].compute() for m in METHODS}
+        pick = lambda a: {f"{t:.2f}": round(float(a[THRESHOLDS.index(t)]) * 100, 2) for t in REPORTED}  # noqa: E731
+        report[split] = {
+            "iou": {m: pick(r["mean"]) for m, r in results.items()},
+            "per_category": {m: {c: pick(v) for c, v in r["per_category"].items()} for m, r in results.items()},
+            "iou_all_thresholds": {m: [round(float(v) * 100, 2) for v in r["mean"]] for m, r in results.items()},
+            "num_shapes": scored, "shots": shots, "skipped": skipped,
+        }
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def summary_lines(report: Mapping[str, Any], splits: Sequence[str]) -> list[str]:
+    """Markdown table rows of a :func:`evaluate_synthetic_keypoints` report (IoU %, mean over categories)."""
+    lines = ["| split | shapes | method | IoU@0.05 | IoU@0.10 |", "|---|---|---|---|---|"]
+    for split in splits:
+        r = report[split]
+        for m in METHODS:
+            iou = r["iou"][m]
+            label = f"{m} ({r['shots']} shots)" if m == "few_shot" else m
+            lines.append(f"| {split} | {r['num_shapes']} | {label} | {iou['0.05']:.1f} | {iou['0.10']:.1f} |")
+    return lines
+
+
+DEMO_SPLITS = ("test_seen", "test_unseen")
+
+
+def demo_keypoints(model: Any, roots: Mapping[str, str | os.PathLike], shapes_per_category: int) -> dict[str, Any]:
+    """The demo's keypoint step: :func:`evaluate_synthetic_keypoints` on its seen and held-out test shapes with
+    up to 3 support shapes per category (one fewer than the category has), or why it could not run."""
+    shots = max(1, min(3, shapes_per_category - 1))
+    try:
+        return evaluate_synthetic_keypoints(model, {s: roots[s] for s in DEMO_SPLITS}, shots=shots)
+    except ValueError as err:  # shapes written by a version without keypoints, reused by a rerun
+        return {"skipped": f"{err} (delete the demo's shapes/ folder to regenerate them with keypoints)"}
+
+
+def demo_report_lines(report: Mapping[str, Any]) -> list[str]:
+    """Lines for the demo's ``results.md``."""
+    if "skipped" in report:
+        return ["", f"Keypoints: not scored: {report['skipped']}"]
+    return ["", "Keypoints (IoU %, KeypointNet's geodesic metric, shapes scaled to a unit diagonal; mean over "
+                "categories; chance: random samples, as many per name as the shape has keypoints):", "",
+            *summary_lines(report, DEMO_SPLITS)]

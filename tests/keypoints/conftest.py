@@ -1,0 +1,76 @@
+"""Fixtures for the keypoint tests: a tiny random model, a text bank, a KeypointNet-layout folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from patchalign3d.text import TextBank
+
+NAMES = ["leg end", "seat corner", "wheel centre", "wing tip", "nose"]
+
+
+@pytest.fixture
+def bank() -> TextBank:
+    g = torch.Generator().manual_seed(1)
+    return TextBank(NAMES, torch.nn.functional.normalize(torch.randn(len(NAMES), 64, generator=g), dim=-1), {})
+
+
+@pytest.fixture(scope="session")
+def chair():
+    from data_engine.synthetic import make_shape
+
+    return make_shape("chair", 0)
+
+
+def sphere_points(n: int, seed: int = 0, centre=(0.0, 0.0, 0.0), radius: float = 0.3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True) * radius + np.asarray(centre)).astype(np.float64)
+
+
+def write_pcd(path: Path, points: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"VERSION .7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F U\nCOUNT 1 1 1 1\nWIDTH {len(points)}\n"
+              f"HEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(points)}\nDATA ascii\n")
+    rows = "".join(f"{x:.6f} {y:.6f} {z:.6f} 10975560\n" for x, y, z in points)
+    path.write_text(header + rows)
+
+
+@pytest.fixture
+def kpnet(tmp_path) -> Path:
+    """A KeypointNet folder in the release layout: 3 test chairs (one without its .pcd), 2 train chairs with
+    .pcd, 1 val chair, one annotated table in test; clouds are noisy boxes of 256 points."""
+    root = tmp_path / "kpnet"
+    rng = np.random.default_rng(0)
+    chairs, tables = [], []
+    split = {"train": [], "val": [], "test": []}
+
+    def shape(synset: str, model_id: str, which: str, with_pcd: bool = True) -> dict:
+        pts = rng.uniform(-0.4, 0.4, size=(256, 3))
+        if with_pcd:
+            write_pcd(root / "pcds" / synset / f"{model_id}.pcd", pts)
+        idx = [int(i) for i in rng.choice(256, 4, replace=False)]
+        split[which].append(f"{synset}-{model_id}")
+        return {"class_id": synset, "model_id": model_id, "symmetries": {"reflection": [], "rotation": []},
+                "keypoints": [{"xyz": pts[i].tolist(), "rgb": [0, 0, 0], "semantic_id": s,
+                               "pcd_info": {"point_index": i}, "mesh_info": {"face_index": 0, "face_uv": [0.3, 0.3, 0.4]}}
+                              for s, i in zip((0, 1, 17, 18), idx)]}
+
+    for i in range(3):
+        chairs.append(shape("03001627", f"c{i}", "test", with_pcd=i != 2))
+    for i in range(2):
+        chairs.append(shape("03001627", f"t{i}", "train"))
+    chairs.append(shape("03001627", "v0", "val"))
+    tables.append(shape("04379243", "tab0", "test"))
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "chair.json").write_text(json.dumps(chairs))
+    (root / "annotations" / "table.json").write_text(json.dumps(tables))
+    (root / "splits").mkdir()
+    for name, keys in split.items():
+        (root / "splits" / f"{name}.txt").write_text("".join(k + "\n" for k in keys))
+    return root
