@@ -3,12 +3,15 @@
 Every category builds a shape from trimesh primitives (boxes, cylinders, capsules, cones, spheres,
 tori, solids of revolution) with random proportions (about +/-30 %) and arrangement variants
 (3- vs 4-legged tables, chairs with or without armrests, ...). Each face carries the index of a
-named part. Shapes are y-up, centred on their bounding-box centre and scaled into the unit sphere.
+named part. Shapes are y-up, centred on their bounding-box centre and scaled into the unit sphere,
+optionally turned by a random angle about the up axis.
 
-Part names are shared across categories where the geometry agrees ("leg" is a thin upright rod
-under something, "wheel" a torus or short cylinder, "seat" a horizontal slab to sit on, ...), and
-the held-out categories (:data:`HELDOUT_CATEGORIES`) each share at least two part names with the
-training categories, so zero-shot transfer to unseen categories can be measured.
+Parts are shared across categories and look alike wherever they appear ("wheel" is a ring with spokes or
+a short cylinder, "saddle" a rounded seat on a post, "handle" a bar with grips or a loop, "leg" an upright
+rod or post, ...), and some go by several names, drawn per shape ("tire" for "wheel", "cushion" for a
+sofa's "seat"). The held-out categories (:data:`HELDOUT_CATEGORIES`: bed, bicycle) are new arrangements of
+parts the training categories have, under the same names and synonyms; the hard held-out category
+(:data:`HARD_HELDOUT_CATEGORIES`: windmill) shares a single part name with training.
 
 On disk (see ``docs/architecture.md``, "Synthetic shapes") a shape is ``<root>/<category>/<uid>.ply``
 plus the sidecar ``<root>/<category>/<uid>.parts.json`` =
@@ -24,8 +27,8 @@ import json
 import os
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ __all__ = [
     "HELDOUT_CATEGORIES",
     "MIN_PART_SHARE",
     "TRAIN_CATEGORIES",
+    "HARD_HELDOUT_CATEGORIES",
     "CategorySpec",
     "SyntheticShape",
     "category_names",
@@ -69,40 +73,67 @@ _MAX_ATTEMPTS = 100
 
 @dataclass(frozen=True)
 class CategorySpec:
-    """A category: its builder and every part name it can produce, in label order."""
+    """A category: its builder, every part it can produce (label order) and the other names of some parts.
+
+    ``synonyms`` maps a part to the other names a shape may call it by (a car's ``wheel`` is its ``tire`` in
+    some shapes): each shape draws one name per part uniformly among the part and its synonyms.
+    """
 
     name: str
     parts: tuple[str, ...]
     build: builders.Builder
+    synonyms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def names_of(self, part: str) -> tuple[str, ...]:
+        """``part`` and its synonyms in this category."""
+        return (part, *self.synonyms.get(part, ()))
 
 
-def _spec(name: str, parts: Iterable[str], build: builders.Builder) -> tuple[str, CategorySpec]:
-    return name, CategorySpec(name, tuple(parts), build)
+def _spec(name: str, parts: Iterable[str], build: builders.Builder, **synonyms: tuple[str, ...]) -> tuple[str, CategorySpec]:
+    return name, CategorySpec(name, tuple(parts), build, dict(synonyms))
 
 
-#: Registry of categories. A shape's ``part_names`` are the spec's ``parts`` it actually contains,
-#: in this order (optional parts are listed last, so mandatory parts keep their label index).
+#: Registry of categories. A shape's ``part_names`` are the spec's ``parts`` it actually contains, in this
+#: order (optional parts are listed last, so mandatory parts keep their label index), each under the name
+#: the shape drew for it. Parts look alike wherever they appear (``synthetic_parts``' compound parts), and
+#: the same part goes by several names across categories ("tire", "saddle", "handlebar", "cushion").
 CATEGORIES: dict[str, CategorySpec] = dict([
     _spec("airplane", ["body", "wing", "tail", "engine"], builders.build_airplane),
     _spec("bed", ["frame", "mattress", "leg", "headboard", "pillow"], builders.build_bed),
-    _spec("bicycle", ["wheel", "frame", "seat", "handle"], builders.build_bicycle),
+    _spec("bench", ["seat", "leg", "back"], builders.build_bench),
+    _spec("bicycle", ["wheel", "frame", "saddle", "handle"], builders.build_bicycle,
+          wheel=("tire",), saddle=("seat",), handle=("handlebar",)),
     _spec("bottle", ["body", "neck", "cap", "handle"], builders.build_bottle),
-    _spec("car", ["body", "cabin", "wheel"], builders.build_car),
-    _spec("cart", ["body", "frame", "wheel", "handle"], builders.build_cart),
+    _spec("car", ["body", "cabin", "wheel"], builders.build_car, wheel=("tire",)),
+    _spec("cart", ["body", "frame", "wheel", "handle"], builders.build_cart, wheel=("tire",), handle=("handlebar",)),
     _spec("chair", ["seat", "leg", "back", "armrest"], builders.build_chair),
     _spec("guitar", ["body", "neck", "headstock"], builders.build_guitar),
     _spec("human", ["torso", "head", "leg", "arm"], builders.build_human),
     _spec("lamp", ["base", "pole", "shade"], builders.build_lamp),
+    _spec("lounger", ["mattress", "frame", "leg"], builders.build_lounger, mattress=("cushion",)),
     _spec("mug", ["body", "handle"], builders.build_mug),
     _spec("rocket", ["body", "nose", "fin", "nozzle"], builders.build_rocket),
-    _spec("stool", ["seat", "leg", "rung"], builders.build_stool),
+    _spec("scooter", ["deck", "wheel", "frame", "handle"], builders.build_scooter,
+          wheel=("tire",), handle=("handlebar",)),
+    _spec("sofa", ["seat", "back", "armrest", "pillow"], builders.build_sofa, seat=("cushion",)),
+    _spec("stool", ["seat", "saddle", "leg", "rung"], builders.build_stool, saddle=("seat",)),
     _spec("table", ["top", "leg", "shelf"], builders.build_table),
+    _spec("wheelbarrow", ["body", "wheel", "handle", "frame", "leg"], builders.build_wheelbarrow, wheel=("tire",)),
+    _spec("wheelchair", ["seat", "back", "wheel", "frame", "handle", "armrest"], builders.build_wheelchair,
+          wheel=("tire",)),
+    _spec("windmill", ["base", "tower", "roof", "sail"], builders.build_windmill),
 ])
 
-#: Categories never seen in training. Each shares >= 2 part names with the training categories:
-#: bed (leg, frame), bicycle (wheel, frame, seat, handle).
+#: Categories never seen in training whose parts the training categories also have, arranged anew:
+#: bed (frame, leg, mattress, pillow; only "headboard" is a new name), bicycle (wheels, frame, saddle,
+#: handlebar, each also on scooters, carts, wheelchairs or stools, under the same names and synonyms).
 HELDOUT_CATEGORIES: tuple[str, ...] = ("bed", "bicycle")
-TRAIN_CATEGORIES: tuple[str, ...] = tuple(c for c in sorted(CATEGORIES) if c not in HELDOUT_CATEGORIES)
+#: The honest hard case, reported on its own: a held-out category that shares one part name ("base") with
+#: the training categories; its tower, roof and sails were never named in training.
+HARD_HELDOUT_CATEGORIES: tuple[str, ...] = ("windmill",)
+TRAIN_CATEGORIES: tuple[str, ...] = tuple(
+    c for c in sorted(CATEGORIES) if c not in HELDOUT_CATEGORIES + HARD_HELDOUT_CATEGORIES
+)
 
 
 def category_names() -> list[str]:
@@ -160,6 +191,8 @@ class SyntheticShape:
     mesh: trimesh.Trimesh
     part_names: list[str]
     face_labels: np.ndarray  # (F,) int64 in 0..K-1
+    #: the canonical part behind each name (``"wheel"`` for a part named ``"tire"``), same order
+    part_kinds: list[str] = field(default_factory=list)
 
     def to_sidecar(self) -> dict[str, Any]:
         """JSON-ready ``{"uid", "category", "part_names", "face_labels"}``."""
@@ -207,6 +240,14 @@ def _normalise(mesh: trimesh.Trimesh) -> None:
     mesh.apply_scale(1.0 / np.linalg.norm(mesh.vertices, axis=1).max())
 
 
+def _draw_names(spec: CategorySpec, parts: list[str], rng: np.random.Generator) -> list[str]:
+    """One name per part, uniformly among the part and its synonyms."""
+    names = [str(rng.choice(spec.names_of(part))) for part in parts]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"{spec.name}: synonyms made two parts share a name: {names}")
+    return names
+
+
 def _category_key(category: str) -> int:
     # crc32, unlike hash(), is stable across interpreter runs
     return zlib.crc32(category.encode("utf-8"))
@@ -216,13 +257,14 @@ def make_shape(category: str, seed: int, rotate: bool = False, uid: str | None =
     """Generate one shape of ``category``; deterministic for ``(category, seed, rotate)``.
 
     Proportions are redrawn (deterministically) until every part covers at least
-    :data:`MIN_PART_SHARE` of the surface. With ``rotate`` the shape is turned by a random angle
+    :data:`MIN_PART_SHARE` of the surface; each part's name is drawn among its synonyms. With ``rotate`` the shape is turned by a random angle
     about the up (+y) axis; the geometry before rotation does not depend on ``rotate``.
     ``uid`` defaults to ``f"{category}_{seed:04d}"``.
     """
     spec = _get_spec(category)
     seed = _check_non_negative(seed, "seed")
-    build_seq, pose_seq = np.random.SeedSequence([_category_key(category), seed]).spawn(2)
+    # Separate streams: the geometry does not depend on the pose or on the names drawn.
+    build_seq, pose_seq, name_seq = np.random.SeedSequence([_category_key(category), seed]).spawn(3)
     rng = np.random.default_rng(build_seq)
     for _ in range(_MAX_ATTEMPTS):
         mesh, part_names, labels = _assemble(spec.build(rng), spec)
@@ -238,8 +280,9 @@ def make_shape(category: str, seed: int, rotate: bool = False, uid: str | None =
         uid=uid if uid is not None else f"{category}_{seed:04d}",
         category=category,
         mesh=mesh,
-        part_names=part_names,
+        part_names=_draw_names(spec, part_names, np.random.default_rng(name_seq)),
         face_labels=labels,
+        part_kinds=part_names,
     )
 
 
@@ -327,6 +370,7 @@ def _write_splits(root: Path) -> None:
     splits = {
         "train_categories": [c for c in TRAIN_CATEGORIES if c in present],
         "heldout_categories": [c for c in HELDOUT_CATEGORIES if c in present],
+        "hard_heldout_categories": [c for c in HARD_HELDOUT_CATEGORIES if c in present],
     }
     _atomic_write(root / "splits.json", json.dumps(splits, indent=2).encode("utf-8"))
 

@@ -14,7 +14,8 @@ import trimesh
 from trimesh.transformations import rotation_matrix
 
 from data_engine.synthetic_parts import (
-    UP, X, Z, box, capsule, cone, corners, disc, ellipsoid, lathe, leg, ring_points, rod, side_handle, torus, vary,
+    UP, X, Z, box, capsule, cone, corners, disc, ellipsoid, handlebar, lathe, leg, ring_points, rod, saddle,
+    side_handle, spoked_wheel, torus, vary,
 )
 
 Piece = tuple[str, trimesh.Trimesh]
@@ -76,15 +77,17 @@ def build_chair(rng: np.random.Generator) -> list[Piece]:
 
 
 def build_stool(rng: np.random.Generator) -> list[Piece]:
-    """Round or square seat on 3 or 4 splayed legs, optional rungs between the legs."""
+    """Round, square or saddle-shaped seat on 3 or 4 splayed legs, optional rungs between the legs."""
     height, thick = vary(rng, 0.65, 0.2), vary(rng, 0.06)
     radius, leg_r = vary(rng, 0.2, 0.2), vary(rng, 0.025, 0.2)
     n_legs = int(rng.integers(3, 5))
-    if rng.random() < 0.7:
-        seat = disc([0, height - thick / 2, 0], radius, thick)
-    else:
-        seat = box([0, height - thick / 2, 0], [1.6 * radius, thick, 1.6 * radius], yaw=np.pi / 4)
-    pieces: list[Piece] = [("seat", seat)]
+    kind = rng.random()
+    if kind < 0.5:
+        pieces: list[Piece] = [("seat", disc([0, height - thick / 2, 0], radius, thick))]
+    elif kind < 0.75:
+        pieces = [("seat", box([0, height - thick / 2, 0], [1.6 * radius, thick, 1.6 * radius], yaw=np.pi / 4))]
+    else:  # a saddle stool: a rounded seat, longer than wide
+        pieces = [("saddle", saddle([0, height, 0], 0.8 * radius, 1.5 * thick, 1.3 * radius))]
     phase = rng.uniform(0, np.pi)
     feet = ring_points(n_legs, radius * rng.uniform(1.0, 1.4), 0.0, phase)
     tops = ring_points(n_legs, radius * 0.6, height - thick, phase)
@@ -335,19 +338,13 @@ def build_bed(rng: np.random.Generator) -> list[Piece]:
 
 
 def build_bicycle(rng: np.random.Generator) -> list[Piece]:
-    """Two ring wheels with spokes, diamond tube frame, saddle, handlebar."""
+    """Two spoked ring wheels, diamond tube frame, saddle on a post, handlebar on a stem."""
     wheel_major, rim_r = vary(rng, 0.33, 0.15), vary(rng, 0.022, 0.2)
     tube_r = vary(rng, 0.022, 0.2)
     base = 2 * wheel_major + vary(rng, 0.25)
     rear, front = np.array([0, wheel_major, -base / 2]), np.array([0, wheel_major, base / 2])
-    pieces: list[Piece] = []
     n_spokes = int(rng.integers(3, 6))
-    for hub in (rear, front):
-        pieces.append(("wheel", torus(hub, wheel_major, rim_r, X)))
-        pieces.append(("wheel", disc(hub, 2.5 * tube_r, 0.08, axis=X)))
-        for a in np.pi * np.arange(n_spokes) / n_spokes:
-            spoke = wheel_major * np.array([0.0, np.sin(a), np.cos(a)])
-            pieces.append(("wheel", rod(hub - spoke, hub + spoke, 0.3 * tube_r)))
+    pieces: list[Piece] = [("wheel", m) for hub in (rear, front) for m in spoked_wheel(hub, wheel_major, rim_r, X, n_spokes)]
 
     bracket = np.array([0, 0.8 * wheel_major, -0.1 * base])
     seat_h = vary(rng, 0.55, 0.2)
@@ -360,14 +357,191 @@ def build_bicycle(rng: np.random.Generator) -> list[Piece]:
 
     post_top = seat_top + [0, vary(rng, 0.12, 0.3), -0.03]
     pieces.append(("frame", rod(seat_top, post_top, 0.8 * tube_r)))
-    saddle = [vary(rng, 0.11, 0.2), vary(rng, 0.05, 0.2), vary(rng, 0.18, 0.2)]
-    pieces.append(("seat", ellipsoid(post_top + [0, 0.5 * saddle[1], 0], saddle)))
+    size = [vary(rng, 0.11, 0.2), vary(rng, 0.05, 0.2), vary(rng, 0.18, 0.2)]
+    pieces.append(("saddle", saddle(post_top + [0, 0.5 * size[1], 0], *size)))
 
     stem_top = head_top + [0, vary(rng, 0.12, 0.3), -0.04]
     pieces.append(("frame", rod(head_top, stem_top, tube_r)))
-    half_bar = vary(rng, 0.26, 0.2)
-    pieces.append(("handle", rod(stem_top - [half_bar, 0, 0], stem_top + [half_bar, 0, 0], tube_r)))
-    for s in (-1, 1):  # grips
-        end = stem_top + [s * half_bar, 0, 0]
-        pieces.append(("handle", capsule(end - [s * 0.1, 0, 0], end, 1.4 * tube_r)))
+    pieces += [("handle", m) for m in handlebar(stem_top, vary(rng, 0.26, 0.2), tube_r)]
+    return pieces
+
+
+def build_sofa(rng: np.random.Generator) -> list[Piece]:
+    """One to three seat cushions on a plinth-less base, back, two armrests, optional pillows."""
+    width, depth = vary(rng, 1.8, 0.2), vary(rng, 0.85, 0.15)
+    seat_h, seat_t = vary(rng, 0.42, 0.15), vary(rng, 0.22, 0.2)
+    back_h, back_t = vary(rng, 0.45, 0.2), vary(rng, 0.2, 0.2)
+    arm_w, arm_h = vary(rng, 0.16, 0.2), vary(rng, 0.2, 0.3)
+    inner = width - 2 * arm_w
+    n_cushions = int(rng.integers(1, 4))
+    cushion_w = inner / n_cushions
+    pieces: list[Piece] = []
+    for i in range(n_cushions):  # cushions over the whole seat depth, from the floor up
+        x = -inner / 2 + (i + 0.5) * cushion_w
+        pieces.append(("seat", box([x, seat_h / 2, back_t / 2], [cushion_w * 0.98, seat_h, depth - back_t])))
+    pieces.append(("back", box([0, (seat_h + back_h) / 2 + seat_h / 2 - seat_t / 2, -depth / 2 + back_t / 2],
+                               [inner, seat_h + back_h, back_t])))
+    for s in (-1, 1):
+        pieces.append(("armrest", box([s * (width - arm_w) / 2, (seat_h + arm_h) / 2, 0], [arm_w, seat_h + arm_h, depth])))
+    if rng.random() < 0.6:
+        size = [vary(rng, 0.28, 0.15), vary(rng, 0.25, 0.15), vary(rng, 0.1, 0.2)]
+        for s in (-1, 1):
+            pieces.append(("pillow", ellipsoid([s * (inner / 2 - size[0]), seat_h + 0.8 * size[1],
+                                                -depth / 2 + back_t + size[2]], size)))
+    return pieces
+
+
+def build_bench(rng: np.random.Generator) -> list[Piece]:
+    """Long slab or slatted seat on four legs or two slab ends, optional slatted back."""
+    length, depth = vary(rng, 1.5, 0.25), vary(rng, 0.4, 0.2)
+    seat_y, thick = vary(rng, 0.45, 0.15), vary(rng, 0.05, 0.2)
+    pieces: list[Piece] = []
+    if rng.random() < 0.5:
+        pieces.append(("seat", box([0, seat_y - thick / 2, 0], [length, thick, depth])))
+    else:
+        n = int(rng.integers(3, 5))
+        slat = depth / n
+        for z in np.linspace(-depth / 2 + slat / 2, depth / 2 - slat / 2, n):
+            pieces.append(("seat", box([0, seat_y - thick / 2, z], [length, thick, 0.8 * slat])))
+    inset = length * rng.uniform(0.05, 0.15)
+    if rng.random() < 0.6:
+        leg_r, square = vary(rng, 0.035, 0.2), bool(rng.random() < 0.5)
+        for foot in corners(length / 2 - inset, depth / 2 - leg_r, 0.0):
+            pieces.append(("leg", leg(foot, foot + [0, seat_y - thick, 0], leg_r, square)))
+    else:  # two slab ends
+        for s in (-1, 1):
+            pieces.append(("leg", box([s * (length / 2 - inset), (seat_y - thick) / 2, 0],
+                                      [vary(rng, 0.06, 0.2), seat_y - thick, depth * 0.9])))
+    if rng.random() < 0.6:
+        back_h, n = vary(rng, 0.4, 0.2), int(rng.integers(2, 4))
+        for y in np.linspace(seat_y + 0.1, seat_y + back_h, n):
+            pieces.append(("back", box([0, y, -depth / 2 - 0.02], [length, back_h / (2 * n), 0.04])))
+        for s in (-1, 1):
+            pieces.append(("back", box([s * (length / 2 - inset), seat_y + back_h / 2, -depth / 2 - 0.02],
+                                       [0.05, back_h, 0.04])))
+    return pieces
+
+
+def build_wheelchair(rng: np.random.Generator) -> list[Piece]:
+    """Seat and back on a tube frame, two large spoked wheels, two small front casters, push handles."""
+    seat_y, half_x, half_z = vary(rng, 0.5, 0.1), vary(rng, 0.23, 0.15), vary(rng, 0.22, 0.15)
+    tube_r, thick = vary(rng, 0.018, 0.2), vary(rng, 0.05, 0.2)
+    back_h = vary(rng, 0.45, 0.2)
+    pieces: list[Piece] = [("seat", box([0, seat_y, 0], [2 * half_x, thick, 2 * half_z])),
+                           ("back", box([0, seat_y + back_h / 2, -half_z], [2 * half_x, back_h, thick]))]
+    big_r, rim_r = vary(rng, 0.3, 0.1), vary(rng, 0.025, 0.2)
+    wheel_x = half_x + 0.05
+    hub_z = -half_z * rng.uniform(0.2, 0.6)
+    n_spokes = int(rng.integers(3, 6))
+    for s in (-1, 1):
+        hub = np.array([s * wheel_x, big_r, hub_z])
+        pieces += [("wheel", m) for m in spoked_wheel(hub, big_r, rim_r, X, n_spokes, hub_width=0.05)]
+        caster_r = vary(rng, 0.07, 0.2)
+        caster = np.array([s * half_x, caster_r, half_z + 0.05])
+        pieces.append(("wheel", disc(caster, caster_r, 0.04, axis=X)))
+        # side frame: a rail under the seat, a post down to the caster, a post up the back
+        pieces.append(("frame", rod([s * half_x, seat_y - thick, -half_z], [s * half_x, seat_y - thick, half_z + 0.05], tube_r)))
+        pieces.append(("frame", rod([s * half_x, seat_y - thick, half_z + 0.05], caster + [0, caster_r, 0], tube_r)))
+        pieces.append(("frame", rod([s * half_x, seat_y - thick, -half_z], [s * half_x, seat_y + back_h, -half_z], tube_r)))
+        pieces.append(("frame", rod([s * half_x, seat_y - thick, hub_z], hub * [1, 0, 1] + [-s * 0.05, big_r, 0], tube_r)))
+        # push handle: up from the top of the back post, then backwards into a grip
+        top = np.array([s * half_x, seat_y + back_h, -half_z])
+        bend = top + [0, vary(rng, 0.12, 0.2), 0]
+        pieces.append(("handle", rod(top, bend, 1.5 * tube_r)))
+        pieces.append(("handle", capsule(bend, bend + [0, 0.02, -vary(rng, 0.18, 0.2)], 2.2 * tube_r)))
+    if rng.random() < 0.5:
+        arm_y = seat_y + vary(rng, 0.22, 0.2)
+        for s in (-1, 1):
+            pieces.append(("armrest", box([s * half_x, arm_y, 0], [0.06, 0.04, 1.6 * half_z])))
+    return pieces
+
+
+def build_scooter(rng: np.random.Generator) -> list[Piece]:
+    """Kick scooter: low deck between two small wheels, steering column, handlebar with grips."""
+    length, width = vary(rng, 0.8, 0.2), vary(rng, 0.16, 0.2)
+    wheel_r = vary(rng, 0.1, 0.2)
+    deck_y, deck_t = wheel_r * rng.uniform(0.9, 1.3), vary(rng, 0.05, 0.2)
+    pieces: list[Piece] = [("deck", box([0, deck_y, 0], [width, deck_t, length]))]
+    rear, front = np.array([0, wheel_r, -length / 2]), np.array([0, wheel_r, length / 2 + wheel_r * 0.6])
+    for hub in (rear, front):
+        pieces.append(("wheel", disc(hub, wheel_r, vary(rng, 0.05, 0.2), axis=X)))
+    tube_r = vary(rng, 0.022, 0.2)
+    height = vary(rng, 0.95, 0.15)
+    top = front + [0, height, -rng.uniform(0.05, 0.2)]
+    pieces.append(("frame", rod(front, top, tube_r)))
+    pieces.append(("frame", rod(front + [0, 0.1, -0.05], [0, deck_y, length / 2], tube_r)))  # neck to the deck
+    pieces += [("handle", m) for m in handlebar(top, vary(rng, 0.25, 0.2), tube_r, grip_length=0.12)]
+    return pieces
+
+
+def build_wheelbarrow(rng: np.random.Generator) -> list[Piece]:
+    """Tray on a frame, one front wheel, two rear legs, two long handles with grips."""
+    length, width = vary(rng, 0.8, 0.2), vary(rng, 0.6, 0.2)
+    depth = vary(rng, 0.3, 0.2)
+    wheel_r = vary(rng, 0.2, 0.2)
+    tray_y = wheel_r + vary(rng, 0.25, 0.2)
+    top_r, bottom = 0.5 * width, 0.5 * width * rng.uniform(0.5, 0.75)
+    profile = [(0.0, 0.0), (bottom, 0.0), (top_r, depth), (top_r * 0.93, depth), (bottom * 0.93, 0.05), (0.0, 0.05)]
+    tray = lathe(profile, [0, 0, 0]).apply_scale([1.0, 1.0, length / width]).apply_translation([0, tray_y, 0])
+    pieces: list[Piece] = [("body", tray)]
+    hub = np.array([0, wheel_r, length / 2 + wheel_r * 0.6])
+    if rng.random() < 0.5:
+        pieces += [("wheel", m) for m in spoked_wheel(hub, wheel_r, 0.3 * wheel_r, X, int(rng.integers(3, 6)))]
+    else:
+        pieces.append(("wheel", disc(hub, wheel_r, vary(rng, 0.08, 0.2), axis=X)))
+    tube_r, grip = vary(rng, 0.02, 0.2), vary(rng, 0.5, 0.2)
+    for s in (-1, 1):
+        x = s * bottom * 0.8
+        back = np.array([x, tray_y + 0.1, -length / 2 - grip])
+        pieces.append(("frame", rod(hub + [s * 0.06, 0, 0], [x, tray_y, -length / 2], tube_r)))
+        pieces.append(("handle", capsule([x, tray_y, -length / 2], back, 1.6 * tube_r)))
+        pieces.append(("leg", rod([x, tray_y, -length / 3], [x, 0.0, -length / 3 - 0.05], 1.5 * tube_r)))
+    return pieces
+
+
+def build_lounger(rng: np.random.Generator) -> list[Piece]:
+    """Sun lounger: a mattress (flat part and raised back part) on a rail frame on four legs."""
+    length, width = vary(rng, 1.9, 0.15), vary(rng, 0.65, 0.2)
+    leg_h, mat_t = vary(rng, 0.3, 0.2), vary(rng, 0.1, 0.3)
+    rail_r = vary(rng, 0.025, 0.2)
+    flat = length * rng.uniform(0.6, 0.7)
+    tilt = rng.uniform(0.3, 1.1)  # raised back, radians from flat
+    hz, hx = length / 2, width / 2
+    y = leg_h + rail_r
+    pieces: list[Piece] = [("mattress", box([0, y + mat_t / 2, hz - flat / 2], [width, mat_t, flat]))]
+    back_len = length - flat
+    hinge = np.array([0, y + mat_t / 2, hz - flat])
+    direction = np.array([0.0, np.sin(tilt), -np.cos(tilt)])
+    back = box([0, 0, 0], [width, mat_t, back_len])
+    back.apply_transform(rotation_matrix(-tilt, X))
+    back.apply_translation(hinge + direction * back_len / 2)
+    pieces.append(("mattress", back))
+    rect = corners(hx, hz, leg_h)[[0, 1, 3, 2]]
+    pieces += [("frame", rod(rect[i], rect[(i + 1) % 4], rail_r)) for i in range(4)]
+    for foot in corners(hx - rail_r, hz * 0.9, 0.0):
+        pieces.append(("leg", leg(foot, foot + [0, leg_h, 0], vary(rng, 0.03, 0.2), bool(rng.random() < 0.5))))
+    return pieces
+
+
+def build_windmill(rng: np.random.Generator) -> list[Piece]:
+    """Square base, tapering round tower, conical roof, four to six sails on a hub at the front."""
+    base_w, base_h = vary(rng, 0.9, 0.2), vary(rng, 0.15, 0.3)
+    tower_h, r_low = vary(rng, 1.3, 0.2), vary(rng, 0.35, 0.2)
+    r_top = r_low * rng.uniform(0.55, 0.8)
+    roof_h = vary(rng, 0.35, 0.2)
+    pieces: list[Piece] = [
+        ("base", box([0, base_h / 2, 0], [base_w, base_h, base_w])),
+        ("tower", lathe([(0.0, 0.0), (r_low, 0.0), (r_top, tower_h), (0.0, tower_h)], [0, base_h, 0])),
+        ("roof", cone([0, base_h + tower_h, 0], [0, base_h + tower_h + roof_h, 0], r_top * 1.15)),
+    ]
+    hub = np.array([0, base_h + tower_h * 0.9, r_top + 0.08])
+    n_sails, span, sail_w = int(rng.integers(4, 7)), vary(rng, 0.85, 0.2), vary(rng, 0.18, 0.2)
+    phase = rng.uniform(0, np.pi)
+    for k in range(n_sails):
+        a = phase + 2 * np.pi * k / n_sails
+        d = np.array([np.cos(a), np.sin(a), 0.0])
+        sail = box([0, 0, 0], [span, sail_w, 0.02])
+        sail.apply_transform(rotation_matrix(a, Z))
+        sail.apply_translation(hub + d * (span / 2 + 0.05))
+        pieces.append(("sail", sail))
     return pieces

@@ -122,3 +122,37 @@ def ring_points(count: int, radius: float, y: float, phase: float = 0.0) -> np.n
 def corners(half_x: float, half_z: float, y: float) -> np.ndarray:
     """The four corners of a horizontal rectangle, shape (4, 3)."""
     return np.array([[sx * half_x, y, sz * half_z] for sx in (-1, 1) for sz in (-1, 1)])
+
+
+# Compound parts, shared by every category that has them, so that a part looks alike wherever it appears
+# (what lets a model recognise a bicycle's wheels from a cart's and a wheelchair's).
+
+
+def spoked_wheel(hub: Vec, radius: float, tube: float, axis: Vec, spokes: int, hub_width: float = 0.08) -> list[trimesh.Trimesh]:
+    """A ring rim on ``axis`` through ``hub``, a hub disc and ``spokes`` spokes across the rim (bicycles, wheelchairs)."""
+    hub, axis = np.asarray(hub, dtype=float), np.asarray(axis, dtype=float)
+    axis = axis / np.linalg.norm(axis)
+    # two unit vectors spanning the wheel's plane
+    u = np.cross(axis, UP if abs(axis @ UP) < 0.9 else X)
+    u /= np.linalg.norm(u)
+    v = np.cross(axis, u)
+    meshes = [torus(hub, radius, tube, axis), disc(hub, 2.5 * tube, hub_width, axis=axis)]
+    for a in np.pi * np.arange(spokes) / spokes:
+        spoke = radius * (np.cos(a) * u + np.sin(a) * v)
+        meshes.append(rod(hub - spoke, hub + spoke, 0.3 * tube))
+    return meshes
+
+
+def handlebar(center: Vec, half_width: float, radius: float, grip_length: float = 0.1) -> list[trimesh.Trimesh]:
+    """A straight bar along x through ``center`` with a thicker grip at each end (bicycles, scooters)."""
+    center = np.asarray(center, dtype=float)
+    meshes = [rod(center - [half_width, 0, 0], center + [half_width, 0, 0], radius)]
+    for s in (-1, 1):
+        end = center + [s * half_width, 0, 0]
+        meshes.append(capsule(end - [s * grip_length, 0, 0], end, 1.4 * radius))
+    return meshes
+
+
+def saddle(center: Vec, half_width: float, half_height: float, half_length: float) -> trimesh.Trimesh:
+    """A rounded seat, longer than wide, on a post (bicycles, saddle stools, scooters)."""
+    return ellipsoid(center, [half_width, half_height, half_length])
