@@ -1,6 +1,6 @@
 """The demo's recipe choices and its reported figures: levers on the validation split, then seeds on everything.
 
-Two modes:
+Three modes:
 
 ``tune``: each arm is ``patchalign3d demo --tune`` with some ``--set`` overrides; only the validation split of
 the training categories is generated and scored (the held-out categories are never made, let alone looked
@@ -10,10 +10,13 @@ change only stage 2 share their shapes, store and stage 1 with the base arm (sam
 ``seeds``: the demo exactly as a user runs it (no overrides), once per seed; prints the mean and spread of
 every figure and the wall time. Run it under the shared lock on an otherwise idle machine.
 
+``summary``: the same table from demo folders that already ran.
+
 Usage::
 
     python benchmarks/demo_recipe.py tune --out /tmp/recipe --arms base rotate negatives-shape
     python benchmarks/demo_recipe.py seeds --out /tmp/seeds --seeds 0 1 2
+    python benchmarks/demo_recipe.py summary /tmp/seeds/seed0 /tmp/seeds/seed1     # table of finished runs
 
 Targets (the demo's): held-out categories >= 2x their chance mIoU (mean over bed and bicycle), seen
 categories >= 60 mIoU, <= 20 minutes.
@@ -71,6 +74,14 @@ def tune(out: Path, arms: list[str], extra: list[str]) -> list[dict]:
 
 def seeds(out: Path, seed_list: list[int]) -> dict:
     runs = [_run_demo(out / f"seed{s}", ["--seed", str(s)]) for s in seed_list]
+    summary = summarise(runs)
+    (out / "seeds.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean and spread over runs of every reported figure (prints a markdown table)."""
+    seed_list = [m["seed"] for m in runs]
     figures = {
         "val mIoU": lambda m: m["splits"]["val"]["model"]["miou"],
         "test_seen mIoU": lambda m: m["splits"]["test_seen"]["model"]["miou"],
@@ -90,9 +101,8 @@ def seeds(out: Path, seed_list: list[int]) -> dict:
         values = [get(m) for m in runs]
         mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
         summary[name] = {"values": values, "mean": mean, "std": std}
-        print(f"| {name} | {' | '.join(f'{v:.1f}' if 'ratio' not in name and '/' not in name else f'{v:.2f}' for v in values)} | "
-              f"{mean:.2f} | {std:.2f} |")
-    (out / "seeds.json").write_text(json.dumps(summary, indent=1))
+        fmt = "{:.2f}" if "/" in name else "{:.1f}"
+        print(f"| {name} | {' | '.join(fmt.format(v) for v in values)} | {fmt.format(mean)} | {fmt.format(std)} |")
     return summary
 
 
@@ -106,11 +116,15 @@ def main() -> None:
     s = sub.add_parser("seeds", help="the demo as shipped, one run per seed")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r = sub.add_parser("summary", help="the table of finished runs (their metrics.json)")
+    r.add_argument("runs", type=Path, nargs="+", help="demo output folders")
     args = p.parse_args()
     if args.mode == "tune":
         tune(args.out, args.arms, args.extra)
-    else:
+    elif args.mode == "seeds":
         seeds(args.out, args.seeds)
+    else:
+        summarise([json.loads((run / "metrics.json").read_text()) for run in args.runs])
 
 
 if __name__ == "__main__":
