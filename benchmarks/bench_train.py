@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/bench_train.py                       # tiny and base, stage 1 and 2, CPU, 2 workers
     python benchmarks/bench_train.py --archs tiny --steps 20 --workers 0 2 4
+    python benchmarks/bench_train.py --stages 2 --sampling random mask_aware   # the release's point sampling
 
 Target: data wait <= 10 % of the step time with 2 loader workers.
 """
@@ -91,14 +92,14 @@ class StepTimer(Callback):
 
 
 def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int, workers: int, steps: int,
-          warmup: int, precision: str, accelerator: str) -> dict:
+          warmup: int, precision: str, accelerator: str, sampling: str = "random") -> dict:
     common = dict(arch=arch, lr_encoder=1e-4, lr_head=1e-4)
     if stage == 1:
         module = Stage1Module(**common, teacher_dim=None)
     else:
         module = Stage2Module(**common, text_dim=1280, text_bank=str(bank), trainable="paper")
     dm = StoreDataModule(str(store), batch_size=batch_size, num_points=2048, num_workers=workers,
-                         with_features=stage == 1, with_labels=stage == 2)
+                         with_features=stage == 1, with_labels=stage == 2, sampling=sampling)
     timer = StepTimer()
     trainer = Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=warmup + steps + 1,
                       logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -106,7 +107,8 @@ def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int
     trainer.fit(module, datamodule=dm)
     step_times, waits = timer.steps[warmup:], timer.waits[warmup:]
     mean_step, mean_wait = statistics.mean(step_times), statistics.mean(waits)
-    return {"stage": stage, "arch": arch, "batch": batch_size, "workers": workers, "steps": len(step_times),
+    return {"stage": stage, "arch": arch, "batch": batch_size, "workers": workers, "sampling": sampling,
+            "steps": len(step_times),
             "step_s": round(mean_step, 4), "data_wait_s": round(mean_wait, 4),
             "data_wait_pct": round(100 * sum(waits) / sum(step_times), 1),
             "shapes_per_s": round(batch_size / mean_step, 1)}
@@ -123,6 +125,8 @@ def main() -> None:
     p.add_argument("--batch-tiny", type=int, default=32)
     p.add_argument("--batch-base", type=int, default=8, help="per-step shapes for the full-size model")
     p.add_argument("--workers", nargs="+", type=int, default=[2])
+    p.add_argument("--sampling", nargs="+", default=["random"], choices=["random", "mask_aware"],
+                   help="training-point sampling of the DataModule")
     p.add_argument("--steps", type=int, default=8, help="measured steps per configuration")
     p.add_argument("--warmup", type=int, default=2, help="steps dropped before measuring")
     p.add_argument("--precision", default="32-true")
@@ -141,18 +145,21 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, accelerator={args.accelerator}, "
           f"precision={args.precision}, stored points {args.stored_points}, features {args.feature_dim}-d")
-    header = f"{'stage':>5} {'arch':>5} {'batch':>5} {'workers':>7} {'step s':>8} {'wait s':>8} {'wait %':>7} {'shapes/s':>9}"
+    header = (f"{'stage':>5} {'arch':>5} {'batch':>5} {'workers':>7} {'sampling':>10} {'step s':>8} {'wait s':>8} "
+              f"{'wait %':>7} {'shapes/s':>9}")
     print(header)
     results = []
     for arch in args.archs:
         for stage in args.stages:
             for workers in args.workers:
-                batch = args.batch_tiny if arch == "tiny" else args.batch_base
-                r = bench(stage, arch, store, bank, batch, workers, args.steps, args.warmup, args.precision,
-                          args.accelerator)
-                results.append(r)
-                print(f"{r['stage']:>5} {r['arch']:>5} {r['batch']:>5} {r['workers']:>7} {r['step_s']:>8.3f} "
-                      f"{r['data_wait_s']:>8.3f} {r['data_wait_pct']:>7.1f} {r['shapes_per_s']:>9.1f}", flush=True)
+                for sampling in args.sampling:
+                    batch = args.batch_tiny if arch == "tiny" else args.batch_base
+                    r = bench(stage, arch, store, bank, batch, workers, args.steps, args.warmup, args.precision,
+                              args.accelerator, sampling)
+                    results.append(r)
+                    print(f"{r['stage']:>5} {r['arch']:>5} {r['batch']:>5} {r['workers']:>7} {sampling:>10} "
+                          f"{r['step_s']:>8.3f} {r['data_wait_s']:>8.3f} {r['data_wait_pct']:>7.1f} "
+                          f"{r['shapes_per_s']:>9.1f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

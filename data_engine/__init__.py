@@ -12,21 +12,12 @@ A collection, on one CPU or many GPUs and nodes (``litdata.optimize`` workers)::
 
 from .backproject import BackprojectConfig, BackprojectError
 from .cameras import CameraConfig, CameraRig, make_rig
+from .config import DataEngineConfig, InputConfig, SplitConfig, load_config
+from .discovery import ShapeTask, discover
 from .labels import LabelConfig, PartLabels
 from .mesh import MeshConfig, MeshError, load_mesh, normalize_mesh, sample_surface
-from .pipeline import (
-    DataEngineConfig,
-    EngineError,
-    InputConfig,
-    ShapeTask,
-    SplitConfig,
-    StageTimer,
-    discover,
-    load_config,
-    plan,
-    precompute,
-    process_mesh,
-)
+from .pipeline import EngineError, plan, precompute
+from .process import StageTimer, process_mesh
 from .render import PyrenderRenderer, RaycastRenderer, RenderConfig, RenderOutput, make_renderer
 from .store import SCHEMA_VERSION, decode_record, open_split, read_store_info
 from .teachers import Teacher, TeacherConfig, TeacherLoadError

@@ -20,8 +20,8 @@ class CameraConfig:
         num_views: views on the orbit (Find3D: 10).
         distance: camera distance from the origin (Find3D: 3).
         elevations: elevations in degrees, cycled over the views (Find3D: 30, -20 alternating).
-        azimuth_range: first and last azimuth in degrees, ``linspace`` over the views (Find3D: -180, 180,
-            so the first and last views coincide, as released).
+        azimuth_range: ``[start, stop)`` in degrees, split into ``num_views`` equal steps with the stop left
+            out (Find3D's ``np.linspace(-180, 180, 10, endpoint=False)``: -180, -144, ..., 144, 36 degrees apart).
         resolution: square image size in pixels (Find3D: 500).
         orthographic: orthographic (Find3D) or perspective projection.
         ortho_half_extent: half-width of the orthographic view volume in world units.
@@ -152,16 +152,27 @@ class CameraRig:
         return -self._local_rays()[1][:, 2]
 
 
+def rig_angles(config: CameraConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(V,)`` elevations and ``(V,)`` azimuths of the views of ``config``, in degrees."""
+    if config.num_views < 1:
+        raise ValueError(f"num_views must be at least 1, got {config.num_views}")
+    if len(config.azimuth_range) != 2:
+        raise ValueError(f"azimuth_range must be [start, stop] in degrees, got {config.azimuth_range}")
+    if not config.elevations:
+        raise ValueError("elevations must hold at least one angle")
+    # The stop is left out as in Find3D: with -180..180 it would repeat the first direction.
+    azimuths = np.linspace(config.azimuth_range[0], config.azimuth_range[1], config.num_views, endpoint=False)
+    elevations = np.array([config.elevations[i % len(config.elevations)] for i in range(config.num_views)])
+    return elevations.astype(np.float64), azimuths
+
+
 def make_rig(config: CameraConfig | None = None, margin: float = 2.0) -> CameraRig:
     """The rig of ``config``: cameras on an orbit looking at the origin.
 
     ``margin`` sets the clip range ``distance -/+ margin``; normalised shapes fit well inside it.
     """
     config = config or CameraConfig()
-    if config.num_views < 1:
-        raise ValueError(f"num_views must be at least 1, got {config.num_views}")
-    azimuths = np.linspace(config.azimuth_range[0], config.azimuth_range[1], config.num_views)
-    elevations = [config.elevations[i % len(config.elevations)] for i in range(config.num_views)]
+    elevations, azimuths = rig_angles(config)
     poses = np.stack(
         [look_at(orbit_eye(config.distance, e, a)) for e, a in zip(elevations, azimuths, strict=True)]
     )

@@ -135,3 +135,28 @@ def sample_surface(mesh: trimesh.Trimesh, num_points: int, seed: int = 0) -> tup
         raise ValueError(f"num_points must be positive, got {num_points}")
     points, face_ids = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
     return points.astype(np.float32), face_ids.astype(np.int64)
+
+
+def surface_distance(mesh: trimesh.Trimesh, points: np.ndarray, max_points: int = 1000, seed: int = 0) -> np.ndarray:
+    """Distance from points to the mesh surface (exact, trimesh's closest point; needs ``rtree``).
+
+    Args:
+        mesh: the mesh.
+        points: ``(N, 3)`` points in the mesh's frame.
+        max_points: at most this many points are measured (a seeded subset): a frame mismatch moves them all.
+        seed: seed of the subset.
+
+    Returns:
+        ``(min(N, max_points),)`` float64 distances.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if len(points) > max_points:
+        points = points[np.random.default_rng(seed).choice(len(points), max_points, replace=False)]
+    try:
+        import rtree  # noqa: F401 - trimesh's closest-point search needs it; say so plainly
+    except ImportError:
+        raise ImportError(
+            "checking given points against the mesh needs the rtree package: pip install 'patchalign3d[render]'"
+        ) from None
+    _, distance, _ = trimesh.proximity.closest_point(mesh, points)
+    return np.asarray(distance, dtype=np.float64)

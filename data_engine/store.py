@@ -5,16 +5,18 @@ Layout (see ``docs/architecture.md``)::
     <store>/store_info.json   schema version, teacher, views, resolution, part-name vocabulary, ...
     <store>/train/ val/       LitData optimized datasets, one item per shape
     <store>/train.txt val.txt uids in written order
-    <store>/report.json       per-shape failures
+    <store>/report.json       per-shape failures and warnings
     <store>/.staging/         one finished record per shape (``<uid>.npz``), or ``<uid>.failed.json``
+    <store>/.runs/<id>/       each node's dataset of its share until publication (``data_engine.nodes``)
 
 Nothing half-written is ever visible: staged records and every JSON/text file are written to a temporary
-name and renamed (``os.replace`` is atomic within a filesystem); a split's chunks are built in a hidden
-folder that replaces the split only once LitData has written its index.
+name and renamed (``os.replace`` is atomic within a filesystem); a split is assembled from the nodes' finished
+LitData datasets in a hidden folder that replaces the split in one rename.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,7 +24,7 @@ import os
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +185,12 @@ class Staging:
             record[key] = str(record[key])
         return record
 
+    def read_fields(self, uid: str, keys: Sequence[str]) -> dict[str, Any]:
+        """Some fields of a staged record, from one open of its file (the big arrays are not read)."""
+        with np.load(self.record_path(uid), allow_pickle=False) as data:
+            values = {k: data[k] for k in keys}
+        return {k: str(v) if v.dtype.kind == "U" else v for k, v in values.items()}
+
     def read_field(self, uid: str, key: str) -> Any:
         """One field of a staged record (``.npz`` members load lazily, so this skips the big arrays)."""
         with np.load(self.record_path(uid), allow_pickle=False) as data:
@@ -201,9 +209,12 @@ class Staging:
             return sorted(notes, key=lambda n: n["uid"])
         return [json.loads(self.failure_path(u).read_text()) for u in uids if self.has_failure(u)]
 
-    def clear_failures(self) -> int:
-        """Delete every failure note (to retry those shapes); returns how many there were."""
-        paths = list(self.root.glob("*.failed.json")) if self.root.is_dir() else []
+    def clear_failures(self, uids: Iterable[str] | None = None) -> int:
+        """Delete the failure notes of ``uids`` (default: all) to retry those shapes; returns how many."""
+        if uids is None:
+            paths = list(self.root.glob("*.failed.json")) if self.root.is_dir() else []
+        else:
+            paths = [p for p in map(self.failure_path, uids) if p.is_file()]
         for p in paths:
             p.unlink(missing_ok=True)
         return len(paths)
@@ -217,22 +228,24 @@ class Staging:
                 1 for e in entries if e.name.endswith((".npz", ".failed.json")) and not e.name.startswith(".")
             )
 
-    FATAL = "fatal.json"
+    def _fatal_path(self, node: int) -> Path:
+        return self.root / f"fatal-node{node}.json"
 
-    def write_fatal(self, reason: str) -> None:
-        """Note a run-wide failure (e.g. the teacher cannot load) for the parent process to raise.
+    def write_fatal(self, reason: str, node: int = 0) -> None:
+        """Note a run-wide failure of ``node`` (e.g. the teacher cannot load) for its parent process to raise.
 
-        LitData's parent waits forever for a worker whose function raised, so workers report this way.
+        LitData's parent waits forever for a worker whose function raised, so workers report this way. Each
+        node has its own note: one node's failure is not another's to clear.
         """
-        atomic_write_json(self.root / self.FATAL, {"reason": reason})
+        atomic_write_json(self._fatal_path(node), {"reason": reason})
 
-    def fatal(self) -> str | None:
-        """The run-wide failure a worker noted, if any."""
-        path = self.root / self.FATAL
+    def fatal(self, node: int = 0) -> str | None:
+        """The run-wide failure a worker of ``node`` noted, if any."""
+        path = self._fatal_path(node)
         return json.loads(path.read_text())["reason"] if path.is_file() else None
 
-    def clear_fatal(self) -> None:
-        (self.root / self.FATAL).unlink(missing_ok=True)
+    def clear_fatal(self, node: int = 0) -> None:
+        self._fatal_path(node).unlink(missing_ok=True)
 
     def bind_config(self, fingerprint: dict[str, Any]) -> None:
         """Tie the staged records to the settings that made them.
@@ -290,21 +303,42 @@ def _swap_into_place(built: Path, final: Path) -> None:
 
 
 def building_dir(final_dir: str | os.PathLike) -> Path:
-    """The hidden folder a split is built in: ``<store>/.<split>.building``."""
+    """The hidden folder a split is assembled in: ``<store>/.<split>.building``."""
     final_dir = Path(final_dir)
     return final_dir.with_name(f".{final_dir.name}.building")
 
 
-def optimize_split(
+@contextlib.contextmanager
+def _single_node_litdata() -> Iterator[None]:
+    """LitData's multi-node variables hidden for one call: this node writes a dataset of its own share.
+
+    With ``DATA_OPTIMIZER_NUM_NODES`` > 1, ``litdata.optimize`` would split the inputs again and merge index
+    files across nodes without waiting for them (on a local or shared filesystem); the engine splits the work
+    itself and assembles the nodes' datasets once all of them are in (``assemble_split``).
+    """
+    names = ("DATA_OPTIMIZER_NUM_NODES", "DATA_OPTIMIZER_NODE_RANK")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({"DATA_OPTIMIZER_NUM_NODES": "1", "DATA_OPTIMIZER_NODE_RANK": "0"})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def write_dataset(
     fn: Callable[[Any], Any],
     inputs: Sequence[Any],
-    final_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
     *,
     num_workers: int = 1,
     chunk_bytes: str | int = "64MB",
     start_method: str | None = None,
 ) -> Path:
-    """Run ``litdata.optimize`` over ``inputs`` into the split's hidden building folder.
+    """Run ``litdata.optimize`` over ``inputs`` into ``output_dir`` (replaced if it exists).
 
     Items come out in ``inputs`` order (``keep_data_ordered``: each worker takes a contiguous slice and the
     index lists workers in rank order). ``fn`` may yield nothing for an input (a failed shape); it must
@@ -312,66 +346,92 @@ def optimize_split(
 
     Args:
         fn: picklable callable (or generator function) from an input to a store item.
-        inputs: the split's inputs, in the order they should be stored.
-        final_dir: ``<store>/<split>``; nothing there changes until ``publish_split``.
+        inputs: the inputs, in the order they should be stored.
+        output_dir: a folder only this call writes (a node's dataset, or a split's building folder).
         num_workers: LitData worker processes (one GPU each when there are GPUs).
         chunk_bytes: LitData chunk size.
         start_method: multiprocessing start method (LitData's default is ``spawn``).
 
     Returns:
-        The building folder.
+        ``output_dir``.
     """
     import multiprocessing
 
     import litdata
 
-    building = building_dir(final_dir)
-    if building.exists():  # left by a killed run; never visible to readers
-        shutil.rmtree(building)
+    output_dir = Path(output_dir)
+    if output_dir.exists():  # left by a killed run; never visible to readers
+        shutil.rmtree(output_dir)
     caller_method = multiprocessing.get_start_method(allow_none=True)
     try:
-        litdata.optimize(
-            fn=fn,
-            inputs=list(inputs),
-            output_dir=str(building),
-            chunk_bytes=chunk_bytes,
-            num_workers=max(1, num_workers),
-            reorder_files=False,
-            keep_data_ordered=True,
-            start_method=start_method,
-            verbose=False,
-        )
+        with _single_node_litdata():
+            litdata.optimize(
+                fn=fn,
+                inputs=list(inputs),
+                output_dir=str(output_dir),
+                chunk_bytes=chunk_bytes,
+                num_workers=max(1, num_workers),
+                reorder_files=False,
+                keep_data_ordered=True,
+                start_method=start_method,
+                verbose=False,
+            )
     finally:
         # litdata.optimize sets the process-wide start method (force=True); left as "spawn", every later
         # DataLoader in this process would respawn its workers each epoch (the demo's training ran 4x slower).
         if multiprocessing.get_start_method(allow_none=True) != caller_method:
             multiprocessing.set_start_method(caller_method, force=True)
-    return building
+    return output_dir
 
 
-def publish_split(final_dir: str | os.PathLike) -> bool:
-    """Move a finished building folder to ``final_dir`` (an empty result removes the split).
+def has_items(dataset_dir: str | os.PathLike) -> bool:
+    """Whether ``dataset_dir`` is a finished LitData dataset with at least one chunk."""
+    index = Path(dataset_dir) / "index.json"
+    return index.is_file() and bool(json.loads(index.read_text()).get("chunks"))
+
+
+def assemble_split(
+    datasets: Sequence[str | os.PathLike], final_dir: str | os.PathLike, *, move: bool = False
+) -> bool:
+    """Make ``final_dir`` the concatenation of ``datasets`` (in that order), replacing it atomically.
+
+    One dataset with items is moved (``move``) or copied into place; several are joined with
+    ``litdata.merge_datasets`` (which copies their chunks, so the sources stay intact until the caller
+    removes them). None with items removes the split.
 
     Returns:
         Whether the split holds any item.
     """
+    import litdata
+
     final_dir = Path(final_dir)
     building = building_dir(final_dir)
-    index = building / "index.json"
-    if index.is_file() and json.loads(index.read_text()).get("chunks"):
-        _swap_into_place(building, final_dir)
-        return True
-    shutil.rmtree(building, ignore_errors=True)
-    shutil.rmtree(final_dir, ignore_errors=True)
-    return False
+    if building.exists():
+        shutil.rmtree(building)
+    parts = [Path(d) for d in datasets if has_items(d)]
+    if not parts:
+        shutil.rmtree(final_dir, ignore_errors=True)
+        return False
+    if len(parts) > 1:
+        litdata.merge_datasets([str(p) for p in parts], str(building))
+    elif move:
+        os.replace(parts[0], building)
+    else:
+        shutil.copytree(parts[0], building)
+    _swap_into_place(building, final_dir)
+    return True
 
 
 def build_split(
     fn: Callable[[Any], Any], inputs: Sequence[Any], final_dir: str | os.PathLike, **kwargs: Any
 ) -> bool:
-    """``optimize_split`` then ``publish_split``; returns whether the split holds any item."""
-    optimize_split(fn, inputs, final_dir, **kwargs)
-    return publish_split(final_dir)
+    """One process's ``write_dataset`` then ``assemble_split``; returns whether the split holds any item."""
+    final_dir = Path(final_dir)
+    dataset = write_dataset(fn, inputs, final_dir.with_name(f".{final_dir.name}.written"), **kwargs)
+    try:
+        return assemble_split([dataset], final_dir, move=True)
+    finally:
+        shutil.rmtree(dataset, ignore_errors=True)
 
 
 def open_split(store: str | os.PathLike, split: str = "train", **kwargs: Any):

@@ -22,6 +22,7 @@ __all__ = [
     "patch_feature_targets",
     "patch_label_fractions",
     "release_bce_loss",
+    "shapes_with_texts",
     "siglip_loss",
 ]
 
@@ -130,6 +131,24 @@ def _check_pairs(logits: Tensor, targets: Tensor, text_mask: Tensor | None) -> T
     return text_mask.bool()
 
 
+def shapes_with_texts(text_mask: Tensor | None, logits: Tensor) -> Tensor:
+    """``(B,)`` bool: the shapes that have at least one text to be scored against (the others are skipped).
+
+    Without a mask every shape is scored against all ``T`` texts of the batch, so only ``T == 0`` leaves none.
+    """
+    b, _, t = logits.shape
+    if text_mask is None:
+        return logits.new_full((b,), t > 0, dtype=torch.bool)
+    return text_mask.bool().any(-1)
+
+
+def _mean_over(per_shape: Tensor, keep: Tensor, logits: Tensor) -> Tensor:
+    """Mean of ``(B,)`` per-shape losses over ``keep``; zero (still in the graph) when none is kept."""
+    if not keep.any():
+        return logits.sum() * 0.0  # gradients of zero reach every parameter: DDP ranks stay in step
+    return per_shape[keep].mean()
+
+
 def siglip_loss(
     logits: Tensor, targets: Tensor, text_mask: Tensor | None = None
 ) -> Tensor:
@@ -138,7 +157,7 @@ def siglip_loss(
     Each (patch, text) pair is an independent binary problem with soft target ``y``:
     ``l = -[y log σ(s) + (1 - y) log(1 - σ(s))]``, where ``s = <z, t> / τ + b`` (scale and bias are applied by
     the caller). As in SigLIP, the pair losses are summed over texts and averaged over the "images" (here
-    patches).
+    patches) of the shapes that have texts; shapes without any are skipped.
 
     Args:
         logits: ``(B, G, T)`` pair logits ``s``.
@@ -150,15 +169,16 @@ def siglip_loss(
     """
     mask = _check_pairs(logits, targets, text_mask)
     pair = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
-    per_patch = (pair * mask.unsqueeze(1)).sum(-1)  # (B, G)
-    return per_patch.mean()
+    per_shape = (pair * mask.unsqueeze(1)).sum(-1).mean(-1)  # (B,): sum over texts, mean over patches
+    return _mean_over(per_shape, shapes_with_texts(text_mask, logits), logits)
 
 
 def release_bce_loss(logits: Tensor, targets: Tensor, text_mask: Tensor | None = None) -> Tensor:
     """The release's loss: BCE with logits and ``pos_weight = max(1, K - 1)``, per shape, batch-averaged.
 
-    ``K`` is the number of texts shape ``b`` is scored against; the weight balances the one positive name of
-    a patch against its ``K - 1`` negatives. Each shape's loss is the mean over its ``G x K`` pairs.
+    ``K`` is the number of texts shape ``b`` is scored against (the release: its own part names); the weight
+    balances the one positive name of a patch against its ``K - 1`` negatives. Each shape's loss is the mean
+    over its ``G x K`` pairs; shapes with no text are skipped (as released).
 
     Args:
         logits: ``(B, G, T)`` pair logits (scale applied by the caller; the release has no bias).
@@ -170,15 +190,13 @@ def release_bce_loss(logits: Tensor, targets: Tensor, text_mask: Tensor | None =
     """
     mask = _check_pairs(logits, targets, text_mask)
     num_texts = mask.sum(-1).float()  # (B,)
-    if (num_texts == 0).any():
-        raise ValueError("every shape needs at least one text to be scored against (text_mask row is empty)")
     pos_weight = (num_texts - 1).clamp(min=1.0)[:, None, None]
     s, y = logits.float(), targets.float()
     # -[w y log σ(s) + (1 - y) log(1 - σ(s))], with log σ(s) = -softplus(-s), log(1 - σ(s)) = -softplus(s).
     pair = pos_weight * y * F.softplus(-s) + (1.0 - y) * F.softplus(s)
     m = mask.unsqueeze(1).to(pair.dtype)
-    per_shape = (pair * m).sum((1, 2)) / (m.sum((1, 2)) * logits.shape[1])
-    return per_shape.mean()
+    per_shape = (pair * m).sum((1, 2)) / (m.sum((1, 2)) * logits.shape[1]).clamp(min=1.0)
+    return _mean_over(per_shape, shapes_with_texts(text_mask, logits), logits)
 
 
 def patch_accuracy(logits: Tensor, targets: Tensor, text_mask: Tensor | None = None) -> Tensor:
@@ -195,6 +213,8 @@ def patch_accuracy(logits: Tensor, targets: Tensor, text_mask: Tensor | None = N
         ``(P,)`` float tensor of 0/1 over the ``P`` labelled patches (feed it to a mean metric).
     """
     mask = _check_pairs(logits, targets, text_mask).unsqueeze(1)
+    if logits.shape[-1] == 0:  # no texts at all: no patch can be scored
+        return logits.new_zeros(0)
     y = targets.float().masked_fill(~mask, 0.0)
     pred = logits.float().masked_fill(~mask, float("-inf")).argmax(-1, keepdim=True)
     best = y.amax(-1)

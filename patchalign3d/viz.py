@@ -34,8 +34,12 @@ def _view(points: np.ndarray, up_axis: str) -> np.ndarray:
 
 
 def _draw(ax, pts: np.ndarray, labels: np.ndarray, part_names: Sequence[str], title: str | None, size: float) -> None:
-    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=label_colors(labels, len(part_names)) / 255.0, s=size, linewidths=0,
-               depthshade=False)
+    draw_cloud(ax, pts, label_colors(labels, len(part_names)) / 255.0, title, size)
+
+
+def draw_cloud(ax, pts: np.ndarray, colors: np.ndarray, title: str | None = None, size: float = 4.0) -> None:
+    """Scatter ``(N, 3)`` points with ``(N, 3)`` RGB colours in [0, 1] on a 3D axis, equal aspect, no axes."""
+    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=colors, s=size, linewidths=0, depthshade=False)
     lo, hi = pts.min(0), pts.max(0)
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2 or 1.0
     ax.set_xlim(centre[0] - half, centre[0] + half)

@@ -95,8 +95,23 @@ def test_release_bce_loss_by_hand():
                  for b in range(2)]
     got = release_bce_loss(logits, targets, torch.tensor(MASK)).item()
     assert got == pytest.approx(sum(per_shape) / 2, rel=1e-6)
-    with pytest.raises(ValueError, match="at least one text"):
-        release_bce_loss(logits, targets, torch.tensor([[True, False, False], [False, False, False]]))
+
+
+@pytest.mark.parametrize("loss_fn", [siglip_loss, release_bce_loss])
+def test_shapes_without_texts_are_skipped(loss_fn):
+    """A shape with no part names is left out of the mean (as released), never an error; none left: zero."""
+    logits, targets = torch.tensor(LOGITS, requires_grad=True), torch.tensor(TARGETS)
+    only_first = torch.tensor([[True, True, False], [False, False, False]])
+    # Shape 1 has no texts: the loss is shape 0's alone over its texts t0, t1 (release: K = 2 -> weight 1,
+    # mean over 4 pairs; siglip: sum over the 2 texts, mean over the 2 patches).
+    pairs = sum(_bce(LOGITS[0][g][t], TARGETS[0][g][t]) for g in range(2) for t in range(2))
+    expected = pairs / 4 if loss_fn is release_bce_loss else pairs / 2
+    assert loss_fn(logits, targets, only_first).item() == pytest.approx(expected, rel=1e-6)
+    none = loss_fn(logits, targets, torch.zeros(2, 3, dtype=torch.bool))
+    none.backward()
+    assert none.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+    empty = loss_fn(logits[..., :0], targets[..., :0])  # a batch without a single part name
+    assert empty.item() == 0.0 and empty.requires_grad
 
 
 def test_patch_accuracy_by_hand():
@@ -110,6 +125,7 @@ def test_patch_accuracy_by_hand():
     # Unlabelled patches are left out.
     targets[1, 1] = 0.0
     assert patch_accuracy(logits, targets).numel() == 3
+    assert patch_accuracy(logits[..., :0], targets[..., :0]).numel() == 0
 
 
 def test_bad_shapes_raise():

@@ -14,12 +14,14 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 __all__ = [
     "DatasetFormatError",
+    "Find3DKey",
+    "MISSING_POLICIES",
     "PartShape",
     "PartDataset",
     "ShapeRecord",
@@ -70,6 +72,24 @@ class PartShape:
         return len(self.part_names)
 
 
+class Find3DKey(NamedTuple):
+    """Where a shape sits in the files Find3D publishes for its benchmark protocol.
+
+    Attributes:
+        row: the shape's row in the rotation tensor (its position in Find3D's order of the whole split).
+        category: the key of the shape's category in ``subset_idxs.json``.
+        member: how ``subset_idxs.json`` names the shape within its category (a position or an object id).
+    """
+
+    row: int
+    category: str
+    member: str
+
+
+#: What a loader does when its listing names files that are absent: stop, or score the present shapes only.
+MISSING_POLICIES = ("error", "skip")
+
+
 @dataclass
 class ShapeRecord:
     """What a dataset knows about a shape before reading its points (used to order and batch shapes)."""
@@ -85,8 +105,9 @@ class PartDataset(Sequence[PartShape]):
     """A benchmark as a sequence of :class:`PartShape`.
 
     Subclasses fill ``self.records`` in ``__init__`` (cheap metadata only) and implement :meth:`load`.
-    ``categories`` filters by category name (case-insensitive) and ``limit`` keeps the first shapes, both
-    applied by :meth:`_finalize`.
+    ``categories`` filters by category name (case-insensitive), ``missing`` says what to do about listed files
+    that are absent (stop with an error that says how to go on, or leave those shapes out and list them in
+    ``skipped``), and ``limit`` keeps the first shapes, all applied by :meth:`_finalize`.
     """
 
     #: Benchmark name used by the registry and in reports.
@@ -97,10 +118,23 @@ class PartDataset(Sequence[PartShape]):
         if not self.root.exists():
             raise FileNotFoundError(f"{type(self).__name__}: dataset root {self.root} does not exist")
         self.records: list[ShapeRecord] = []
+        #: what the loader did about absent files (``"error"``, ``"skip"``; None: it does not check)
+        self.missing_policy: str | None = None
+        #: shapes a partial copy lacks, left out with ``missing="skip"``: ``[(uid, absent file)]`` (for the
+        #: HDF5 release of ShapeNetPart, whole files: ``[(file name, absent path)]``)
+        self.skipped: list[tuple[str, str]] = []
 
     # -- what subclasses implement --------------------------------------------------------------
     def load(self, record: ShapeRecord) -> PartShape:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def zero_logit_label(self, record: ShapeRecord) -> int:
+        """The label the release predicts for a point whose logits are all zero: its first logit column.
+
+        The release scores a shape against its own label list, so column 0 is label 0; benchmarks it scores
+        against a wider list (ShapeNetPart's 50 parts) override this.
+        """
+        return 0
 
     # -- sequence protocol ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -135,7 +169,46 @@ class PartDataset(Sequence[PartShape]):
             out.setdefault(r.category, {}).update(dict.fromkeys(r.part_names))
         return {c: list(names) for c, names in out.items()}
 
-    def _finalize(self, categories: Iterable[str] | None, limit: int | None) -> None:
+    def _finalize(
+        self,
+        categories: Iterable[str] | None,
+        limit: int | None,
+        missing: str | None = None,
+        listing: str | Path | None = None,
+    ) -> None:
+        """Keep the wanted categories, check that every kept record's files exist (``missing``: ``"error"`` or
+        ``"skip"``, ``None``: not checked here), then keep the first ``limit``."""
+        self._filter_categories(categories)
+        self.missing_policy = missing
+        if missing is not None:
+            self._check_present(missing, listing or self.root)
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must be >= 0, got {limit}")
+            self.records = self.records[:limit]
+
+    def _check_present(self, missing: str, listing: str | Path) -> None:
+        if missing not in MISSING_POLICIES:
+            raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+        absent = {}
+        for r in self.records:
+            gone = next((p for p in r.paths.values() if not Path(p).is_file()), None)
+            if gone is not None:
+                absent[r.uid] = str(gone)
+        if not absent:
+            return
+        if missing == "error":
+            first = next(iter(absent.values()))
+            raise DatasetFormatError(
+                listing,
+                f"{len(absent)} of the {len(self.records)} shapes it lists are absent (first: {first}). To score "
+                f"the {len(self.records) - len(absent)} present shapes only, pass --dataset-option missing=skip "
+                "(Python: missing='skip'); the report then lists the shapes left out",
+            )
+        self.skipped.extend(absent.items())
+        self.records = [r for r in self.records if r.uid not in absent]
+
+    def _filter_categories(self, categories: Iterable[str] | None) -> None:
         if categories is not None:
             wanted = {c.lower() for c in ([categories] if isinstance(categories, str) else categories)}
             known = {r.category.lower() for r in self.records}
@@ -146,10 +219,6 @@ class PartDataset(Sequence[PartShape]):
                     f"available: {sorted({r.category for r in self.records})}"
                 )
             self.records = [r for r in self.records if r.category.lower() in wanted]
-        if limit is not None:
-            if limit < 0:
-                raise ValueError(f"limit must be >= 0, got {limit}")
-            self.records = self.records[:limit]
 
 
 # ---------------------------------------------------------------------------------------------------

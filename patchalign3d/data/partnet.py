@@ -1,20 +1,30 @@
-"""PartNet-Mobility style objects with sampled, labelled points.
+"""PartNet-Mobility (SAPIEN) objects with sampled, labelled points.
 
-Layout (one folder per object)::
+Layout, as SAPIEN ships it (one folder per object)::
 
-    root/<object id>/point_sample/pts-<N>.txt     "x y z [...]" per point
-                    /point_sample/label-<N>.txt   one integer per point: the link index i of "link_i"; < 0 = none
-                    /semantics.txt                "link_i <joint type> <semantic name>" per link
-                    /meta.json                    optional, {"model_cat": "StorageFurniture", ...}
+    root/<object id>/point_sample/pts-<N>.txt     "x y z" per point
+                    /point_sample/label-<N>.txt   one integer per point: a PartNet part id (< 0: none)
+                    /result.json                  PartNet's part tree [{"text", "name", "id", "objs"?, "children"?}]
+                    /mobility.urdf                links; each <visual name="<part name>-<part id>"> is a part
+                    /semantics.txt                "link_<i> <joint type> <semantic label>" per link
+                    /meta.json                    optional, {"model_cat": "Bottle", ...}
 
-Links with the same semantic name are one part (two doors are one "door"). The label space of an object is
-either its own semantic names (``label_space="object"``) or every name seen in its category
-(``"category"``, as PartNetE-style benchmarks score a category's full part list).
+The label values are the ``id`` of ``result.json``'s nodes (its leaves in practice), not link indices. Two label
+spaces:
+
+* ``label_space="part"``: PartNet's parts, named by their node ``name``; nodes sharing a name are one part
+  (four "leg" leaves are one "leg").
+* ``label_space="link"``: the URDF's movable links, named by ``semantics.txt``; a part id reaches its link
+  through the visual ``<name>-<id>`` that the link holds. Links sharing a label are one part (two "door" links).
+
+``vocabulary="category"`` gives every object of a category the sorted union of the category's names (as
+PartNetE-style benchmarks score a category's full list); ``"object"`` keeps each object's own names.
 """
 
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,41 +40,93 @@ from patchalign3d.data.base import (
     read_text_table,
 )
 
-__all__ = ["PartNetMobility", "read_semantics"]
+__all__ = ["PartNetMobility", "read_semantics", "read_part_tree", "read_urdf_visuals"]
 
 _PTS = re.compile(r"^pts-(\d+)\.txt$")
+LABEL_SPACES = ("part", "link")
+VOCABULARIES = ("category", "object")
 
 
-def read_semantics(path: str | Path) -> dict[int, str]:
-    """``semantics.txt`` -> ``{link index: semantic name}``."""
+def read_semantics(path: str | Path) -> dict[str, str]:
+    """``semantics.txt`` -> ``{link name: semantic label}``."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetFormatError(
-            path, "missing semantics.txt ('link_<i> <joint type> <semantic name>' per line)"
-        )
-    out: dict[int, str] = {}
+        raise DatasetFormatError(path, "missing semantics.txt ('link_<i> <joint type> <semantic label>' per line)")
+    out: dict[str, str] = {}
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         cols = line.split()
         if not cols:
             continue
-        m = re.fullmatch(r"link_(\d+)", cols[0])
-        if m is None or len(cols) < 2:
-            raise DatasetFormatError(
-                path, f"line {i}: expected 'link_<i> <joint type> <semantic name>', got {line!r}"
-            )
-        out[int(m.group(1))] = cols[-1]
+        if len(cols) < 3 or not re.fullmatch(r"link_\d+", cols[0]):
+            raise DatasetFormatError(path, f"line {i}: expected 'link_<i> <joint type> <semantic label>', got {line!r}")
+        out[cols[0]] = cols[-1]
     if not out:
         raise DatasetFormatError(path, "no links listed")
     return out
 
 
+def read_part_tree(path: str | Path) -> dict[int, str]:
+    """``result.json`` -> ``{part id: name}`` for every node that can carry points (leaves and nodes with objs).
+
+    The file is a list of root nodes (or one node); nodes nest through ``children`` to any depth.
+    """
+    path = Path(path)
+    tree = read_json(path, "result.json (PartNet part tree)")
+    roots = tree if isinstance(tree, list) else [tree]
+    parts: dict[int, str] = {}
+    stack = list(reversed(roots))
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict) or "id" not in node:
+            raise DatasetFormatError(path, f"every node needs an 'id' (and a 'name'); found {str(node)[:80]!r}")
+        children = node.get("children") or []
+        if not isinstance(children, list):
+            raise DatasetFormatError(path, f"node {node['id']}: 'children' must be a list")
+        if not children or node.get("objs"):
+            name = node.get("name") or node.get("text")
+            if not isinstance(name, str) or not name.strip():
+                raise DatasetFormatError(path, f"node {node['id']} has no 'name'")
+            try:
+                parts[int(node["id"])] = name.strip()
+            except (TypeError, ValueError):
+                raise DatasetFormatError(path, f"node id {node['id']!r} is not an integer") from None
+        stack.extend(reversed(children))  # pre-order, in file order
+    if not parts:
+        raise DatasetFormatError(path, "no part nodes")
+    return parts
+
+
+def read_urdf_visuals(path: str | Path) -> dict[int, str]:
+    """``mobility.urdf`` -> ``{part id: link name}`` from visual names ``"<part name>-<part id>"``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFormatError(path, "missing mobility.urdf (needed for label_space='link')")
+    try:
+        robot = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise DatasetFormatError(path, f"not valid XML ({e})") from None
+    out: dict[int, str] = {}
+    for link in robot.iter("link"):
+        for visual in link.iter("visual"):
+            name = visual.get("name", "")
+            _, sep, pid = name.rpartition("-")
+            if not sep or not pid.isdigit():
+                raise DatasetFormatError(path, f"link {link.get('name')!r}: visual name {name!r} is not '<part>-<id>'")
+            out[int(pid)] = str(link.get("name"))
+    if not out:
+        raise DatasetFormatError(path, "no <visual name='<part>-<id>'> in any link")
+    return out
+
+
 class PartNetMobility(PartDataset):
-    """PartNet-Mobility style point samples with semantic part labels.
+    """PartNet-Mobility point samples with part or link labels.
 
     Args:
         root: folder of object folders.
         num_points: which ``pts-<N>.txt`` to read when several exist (default: the largest).
-        label_space: ``"category"`` (union of the category's semantic names) or ``"object"``.
+        label_space: ``"part"`` (PartNet parts from ``result.json``) or ``"link"`` (URDF links named by
+            ``semantics.txt``).
+        vocabulary: ``"category"`` (the sorted union of the category's names) or ``"object"`` (its own).
         categories, limit: as in :class:`~patchalign3d.data.base.PartDataset`.
     """
 
@@ -75,13 +137,22 @@ class PartNetMobility(PartDataset):
         root: str | Path,
         num_points: int | None = None,
         *,
-        label_space: str = "category",
+        label_space: str = "part",
+        vocabulary: str = "category",
         categories: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> None:
         super().__init__(root)
-        if label_space not in ("category", "object"):
-            raise ValueError(f"label_space must be 'category' or 'object', got {label_space!r}")
+        if label_space in VOCABULARIES:
+            raise ValueError(
+                f"label_space={label_space!r} chose the vocabulary in earlier versions: use vocabulary={label_space!r} "
+                f"and label_space one of {LABEL_SPACES}"
+            )
+        if label_space not in LABEL_SPACES:
+            raise ValueError(f"label_space must be one of {LABEL_SPACES}, got {label_space!r}")
+        if vocabulary not in VOCABULARIES:
+            raise ValueError(f"vocabulary must be one of {VOCABULARIES}, got {vocabulary!r}")
+        self.label_space = label_space
         objects = sorted(
             (p for p in self.root.iterdir() if (p / "point_sample").is_dir()),
             key=lambda p: (len(p.name), p.name),
@@ -90,15 +161,15 @@ class PartNetMobility(PartDataset):
             raise DatasetFormatError(self.root, "no object folder with a point_sample/ subfolder")
         for obj in objects:
             pts, lab = _pick_sample(obj / "point_sample", num_points)
-            links = read_semantics(obj / "semantics.txt")
-            names = list(dict.fromkeys(links.values()))
+            id_to_name = _label_names(obj, label_space)
+            names = list(dict.fromkeys(id_to_name.values()))
             meta = obj / "meta.json"
             category = str(read_json(meta, "meta.json").get("model_cat", "")) if meta.is_file() else ""
             self.records.append(
-                ShapeRecord(obj.name, category, names, {"points": pts, "labels": lab}, {"links": links})
+                ShapeRecord(obj.name, category, names, {"points": pts, "labels": lab}, {"names": id_to_name})
             )
         self._finalize(categories, limit)
-        if label_space == "category":
+        if vocabulary == "category":
             # sorted per category so that the label space does not depend on which objects were kept
             union = {c: sorted(n) for c, n in self.category_parts().items()}
             for r in self.records:
@@ -108,7 +179,7 @@ class PartNetMobility(PartDataset):
         table = read_text_table(record.paths["points"], 3, "point sample (x y z per line)")
         points = check_points(record.paths["points"], table[:, :3])
         lpath = record.paths["labels"]
-        raw = read_text_table(lpath, 1, "point labels (one link index per line)", dtype=np.float64)
+        raw = read_text_table(lpath, 1, "point labels (one PartNet part id per line)", dtype=np.float64)
         if raw.shape[1] != 1:
             raise DatasetFormatError(lpath, f"expected one integer per line, found {raw.shape[1]} columns")
         raw = raw[:, 0]
@@ -118,24 +189,38 @@ class PartNetMobility(PartDataset):
             )
         if not np.all(raw == np.round(raw)):
             raise DatasetFormatError(lpath, "labels must be integers")
-        links: dict[int, str] = record.extra["links"]
-        index = {n: i for i, n in enumerate(record.part_names)}
-        link_ids = raw.astype(np.int64)
-        unknown = sorted(set(np.unique(link_ids[link_ids >= 0]).tolist()) - set(links))
+        ids = raw.astype(np.int64)
+        id_to_name: dict[int, str] = record.extra["names"]
+        unknown = sorted(set(np.unique(ids[ids >= 0]).tolist()) - set(id_to_name))
         if unknown:
-            raise DatasetFormatError(lpath, f"link indices {unknown[:5]} are not listed in semantics.txt")
-        lut = np.full(max(links) + 1, -1, dtype=np.int64)
-        for link, name in links.items():
-            lut[link] = index[name]
-        labels = np.where(link_ids >= 0, lut[np.clip(link_ids, 0, None)], -1)
+            where = "result.json's part nodes" if self.label_space == "part" else "mobility.urdf's visuals"
+            raise DatasetFormatError(
+                lpath, f"part ids {unknown[:5]} are not among {where} (ids {sorted(id_to_name)[:10]})"
+            )
+        index = {n: i for i, n in enumerate(record.part_names)}
+        lut = np.full(max(id_to_name) + 1, -1, dtype=np.int64)
+        for pid, name in id_to_name.items():
+            lut[pid] = index[name]
+        labels = np.where(ids >= 0, lut[np.clip(ids, 0, None)], -1)
         return PartShape(
-            record.uid,
-            record.category,
-            points,
-            labels,
-            list(record.part_names),
-            source=str(record.paths["points"]),
+            record.uid, record.category, points, labels, list(record.part_names), source=str(record.paths["points"])
         )
+
+
+def _label_names(obj: Path, label_space: str) -> dict[int, str]:
+    """``{part id: label name}`` of one object in the chosen label space."""
+    if label_space == "part":
+        return read_part_tree(obj / "result.json")
+    links = read_semantics(obj / "semantics.txt")
+    visuals = read_urdf_visuals(obj / "mobility.urdf")
+    out: dict[int, str] = {}
+    for pid, link in visuals.items():
+        if link not in links:
+            raise DatasetFormatError(
+                obj / "semantics.txt", f"lists no {link!r}, whose visual holds part {pid} in mobility.urdf"
+            )
+        out[pid] = links[link]
+    return out
 
 
 def _pick_sample(folder: Path, num_points: int | None) -> tuple[Path, Path]:

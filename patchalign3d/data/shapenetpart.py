@@ -11,6 +11,10 @@
       root/ply_data_{train0..,val0,test0..}.h5           data (B, 2048, 3), label (B, 1) category, pid (B, 2048) global part id
       root/{train,val,test}_hdf5_file_list.txt           optional list of the split's files
 
+  ``root`` may also be the folder above, holding ``hdf5_data/`` (as Find3D's loader expects). Shapes are
+  numbered in file order (``ply_data_test0.h5`` then ``ply_data_test1.h5``: 2874 test shapes), the order
+  that Find3D's ``random_rotation_test.pt`` and ``subset_idxs.json`` index.
+
 Labels become per-category indices (``global id - first id of the category``) and ``part_names`` the
 category's parts in global-id order, named as in the public release of PatchAlign3D.
 """
@@ -23,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from patchalign3d.data.base import (
+    MISSING_POLICIES,
     DatasetFormatError,
+    Find3DKey,
     PartDataset,
     PartShape,
     ShapeRecord,
@@ -126,6 +132,11 @@ def read_synset_file(path: str | Path) -> dict[str, str]:
     return out
 
 
+def _release_zero_logit_label(record: ShapeRecord) -> int:
+    # the release's logits span the 50 global parts; all zero, argmax is global part 0, Airplane's body
+    return 0 if SHAPENETPART_OFFSETS[record.category] == 0 else -1
+
+
 class ShapeNetPart(PartDataset):
     """ShapeNetPart, ``..._v0_normal`` layout (one ``.txt`` per shape).
 
@@ -138,6 +149,7 @@ class ShapeNetPart(PartDataset):
     """
 
     name = "shapenetpart"
+    zero_logit_label = staticmethod(_release_zero_logit_label)
 
     def __init__(
         self,
@@ -151,8 +163,6 @@ class ShapeNetPart(PartDataset):
         super().__init__(root)
         if split not in _SPLITS:
             raise ValueError(f"unknown ShapeNetPart split {split!r}; expected one of {sorted(_SPLITS)}")
-        if missing not in ("error", "skip"):
-            raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
         self.split = split
         synsets = read_synset_file(self.root / "synsetoffset2category.txt")
         for part in _SPLITS[split]:
@@ -174,13 +184,12 @@ class ShapeNetPart(PartDataset):
                         list_path, f"entry {entry!r}: synset {synset} is not in synsetoffset2category.txt"
                     )
                 path = self.root / synset / f"{shape_id}.txt"
-                if missing == "skip" and not path.is_file():
-                    continue
                 cat = synsets[synset]
                 self.records.append(
                     ShapeRecord(f"{synset}/{shape_id}", cat, list(SHAPENETPART_PARTS[cat]), {"points": path})
                 )
-        self._finalize(categories, limit)
+        lists = [self.root / "train_test_split" / f"shuffled_{part}_file_list.json" for part in _SPLITS[split]]
+        self._finalize(categories, limit, missing, lists[0] if len(lists) == 1 else lists[0].parent)
 
     def load(self, record: ShapeRecord) -> PartShape:
         path = record.paths["points"]
@@ -198,12 +207,14 @@ class ShapeNetPartH5(PartDataset):
     """ShapeNetPart, HDF5 release (2048 points per shape, no normals). Needs ``h5py``.
 
     Args:
-        root: folder with the ``ply_data_*.h5`` files.
+        root: folder with the ``ply_data_*.h5`` files, or the folder holding ``hdf5_data/``.
         split: ``"test"``, ``"train"``, ``"val"``, ``"trainval"`` or ``"all"``.
         categories, limit: as for :class:`ShapeNetPart`.
+        missing: what to do when a file list names an absent ``.h5`` file: ``"error"`` or ``"skip"``.
     """
 
     name = "shapenetpart-h5"
+    zero_logit_label = staticmethod(_release_zero_logit_label)
 
     def __init__(
         self,
@@ -212,36 +223,53 @@ class ShapeNetPartH5(PartDataset):
         *,
         categories: Iterable[str] | None = None,
         limit: int | None = None,
+        missing: str = "error",
     ) -> None:
         super().__init__(root)
+        if (self.root / "hdf5_data").is_dir() and not any(self.root.glob("*.h5")):
+            self.root = self.root / "hdf5_data"
         if split not in _SPLITS:
             raise ValueError(f"unknown ShapeNetPart split {split!r}; expected one of {sorted(_SPLITS)}")
+        if missing not in MISSING_POLICIES:
+            raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
         self.split = split
         cats = list(SHAPENETPART_PARTS)
         self._arrays: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
-        for path in self._split_files():
+        row, per_category = 0, dict.fromkeys(cats, 0)
+        for path in self._split_files(missing):
             data, label, pid = _read_h5(path)
             self._arrays[path] = (data, pid)
             for i, c in enumerate(label):
                 cat = cats[int(c)]
+                key = Find3DKey(row, cat.lower(), str(per_category[cat]))  # Find3D: lower-case names
+                row, per_category[cat] = row + 1, per_category[cat] + 1
                 self.records.append(
                     ShapeRecord(
-                        f"{path.stem}/{i}", cat, list(SHAPENETPART_PARTS[cat]), {"points": path}, {"row": i}
+                        f"{path.stem}/{i}", cat, list(SHAPENETPART_PARTS[cat]), {"points": path},
+                        {"row": i, "find3d": key},
                     )
                 )
+        self.find3d_total = row  # shapes in Find3D's numbering (all files read, before filters)
         self._finalize(categories, limit)
+        self.missing_policy = missing
 
-    def _split_files(self) -> list[Path]:
+    def _split_files(self, missing: str) -> list[Path]:
         files: list[Path] = []
         for part in _SPLITS[self.split]:
             listing = self.root / f"{part}_hdf5_file_list.txt"
             if listing.is_file():
                 names = [ln.strip() for ln in listing.read_text(encoding="utf-8").splitlines() if ln.strip()]
-                for name in names:
-                    path = self.root / Path(name).name  # lists may carry the authors' folder prefix
-                    if not path.is_file():
-                        raise DatasetFormatError(listing, f"lists {name!r} but {path} does not exist")
-                    files.append(path)
+                paths = [self.root / Path(name).name for name in names]  # lists may carry the authors' prefix
+                absent = [p for p in paths if not p.is_file()]
+                if absent and missing == "error":
+                    raise DatasetFormatError(
+                        listing,
+                        f"lists {absent[0].name!r} but {absent[0]} does not exist ({len(absent)} of {len(paths)} "
+                        "files absent). To score the shapes of the present files only, pass --dataset-option "
+                        "missing=skip (Python: missing='skip')",
+                    )
+                self.skipped.extend((p.name, str(p)) for p in absent)
+                files.extend(p for p in paths if p.is_file())
             else:
                 found = sorted(self.root.glob(f"*_{part}[0-9]*.h5"))
                 if not found:
@@ -317,9 +345,9 @@ def _make_shape(
 
 
 def load_shapenetpart(root: str | Path, split: str = "test", **kwargs) -> PartDataset:
-    """Open ShapeNetPart at ``root`` in whichever release it holds (``.h5`` files -> HDF5, else normal layout)."""
+    """Open ShapeNetPart at ``root`` in whichever release it holds (``.h5`` files here or in ``hdf5_data/`` ->
+    HDF5, else the normal layout)."""
     root = Path(root)
-    if any(root.glob("*.h5")):
-        kwargs.pop("missing", None)
+    if any(root.glob("*.h5")) or any((root / "hdf5_data").glob("*.h5")):
         return ShapeNetPartH5(root, split, **kwargs)
     return ShapeNetPart(root, split, **kwargs)

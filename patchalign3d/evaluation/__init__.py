@@ -4,6 +4,8 @@ The Lightning wrapper (:mod:`patchalign3d.evaluation.lit`) is not imported here,
 pull in Lightning.
 """
 
+from patchalign3d.evaluation.cli import evaluate_main, load_config
+from patchalign3d.evaluation.dataset import EvalDataset, EvalItem, make_dataloader
 from patchalign3d.evaluation.metrics import (
     CONVENTIONS,
     IoUSummary,
@@ -20,18 +22,9 @@ from patchalign3d.evaluation.protocols import (
     benchmark_protocol,
     load_prompt_table,
 )
-from patchalign3d.evaluation.runner import (
-    EvalDataset,
-    EvalItem,
-    PromptEmbedder,
-    evaluate,
-    evaluate_main,
-    load_config,
-    make_dataloader,
-    markdown_table,
-    predict_batch,
-    score_batch,
-)
+from patchalign3d.evaluation.report import markdown_table
+from patchalign3d.evaluation.runner import evaluate
+from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
 
 __all__ = [
     "CONVENTIONS",

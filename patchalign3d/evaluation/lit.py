@@ -1,7 +1,7 @@
 """Benchmark evaluation as a Lightning ``test`` run, for many GPUs or nodes.
 
 ``test_step`` runs the same per-batch code as :func:`patchalign3d.evaluation.evaluate`
-(:func:`~patchalign3d.evaluation.runner.predict_batch`, :func:`~patchalign3d.evaluation.runner.score_batch`);
+(:func:`~patchalign3d.evaluation.scoring.predict_batch`, :func:`~patchalign3d.evaluation.scoring.score_batch`);
 the :class:`~patchalign3d.evaluation.metrics.PartIoU` metric gathers every process's shapes (dropping the
 duplicates a distributed sampler pads with) before reducing, so the figures equal a single-process run's::
 
@@ -19,9 +19,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from patchalign3d.evaluation.dataset import EvalDataset, EvalItem
 from patchalign3d.evaluation.metrics import IoUSummary, PartIoU, default_unlabelled
 from patchalign3d.evaluation.protocols import Protocol
-from patchalign3d.evaluation.runner import EvalDataset, EvalItem, PromptEmbedder, predict_batch, score_batch
+from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
 
 __all__ = ["EvaluationModule"]
 
@@ -33,7 +34,7 @@ class EvaluationModule(L.LightningModule):
         model: the network (moved to each process's device by Lightning).
         data: the evaluation dataset (its categories fix the metric's category order on every process).
         protocol: the protocol the dataset was built with.
-        text: as for :class:`~patchalign3d.evaluation.runner.PromptEmbedder`.
+        text: as for :class:`~patchalign3d.evaluation.scoring.PromptEmbedder`.
         batch_size: clouds per forward pass inside :func:`patchalign3d.segment`.
         dtype: ``"float32"`` or ``"bfloat16"``.
 

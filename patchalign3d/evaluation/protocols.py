@@ -1,11 +1,16 @@
 """Evaluation protocols: every switch that changes a benchmark figure, in one dataclass.
 
 A :class:`Protocol` says which prompt names stand for the labels (:class:`PromptTable`: ``release``,
-``find3d`` or a YAML file), how prompts are decorated and encoded, which points are scored (all, or N drawn
-with a seed), how the cloud is posed (canonical, or a seeded random rotation), the preprocessing handed to
-:func:`patchalign3d.segment` (up axis, normalisation, label assignment, temperature) and the IoU convention
+``find3d``, ``find3d-topk`` or a YAML file), how prompts are decorated and encoded, which shapes are scored
+(all, or Find3D's subset), which points (all, or N drawn with a seed), how the cloud is posed (canonical, a
+seeded random rotation, or Find3D's published one), the preprocessing handed to :func:`patchalign3d.segment`
+(up axis, normalisation, label assignment, temperature) and the IoU convention
 (:mod:`patchalign3d.evaluation.metrics`). Random draws are seeded per shape from ``(seed, uid)``, so a shape
 gets the same points and pose whatever the order, subset or number of processes.
+
+:func:`benchmark_protocol` gives each benchmark's protocol under three presets: ``paper`` (what the paper's
+figures used), ``release`` (the released evaluation script, its names included) and ``find3d`` (Find3D's, from
+the files Find3D publishes; see :mod:`patchalign3d.evaluation.find3d`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ from typing import Any
 import numpy as np
 
 from patchalign3d.evaluation.metrics import CONVENTIONS
+from patchalign3d.model.patchalign3d import ASSIGN_MODES
+from patchalign3d.text import TEMPLATE_SETS
 
 __all__ = [
+    "PRESETS",
+    "SUBSETS",
     "Protocol",
     "PromptTable",
     "PROMPT_TABLES",
@@ -34,9 +43,9 @@ __all__ = [
     "sample_points",
 ]
 
-ROTATIONS: tuple[str, ...] = ("canonical", "random", "random-up")
-_ASSIGN = ("nearest", "membership", "interpolate")
-_TEXT_TEMPLATE_SETS = ("release", "category")
+ROTATIONS: tuple[str, ...] = ("canonical", "random", "random-up", "find3d")
+SUBSETS: tuple[str, ...] = ("all", "find3d")
+PRESETS: tuple[str, ...] = ("paper", "release", "find3d")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -50,6 +59,9 @@ class PromptTable:
         name: ``"release"``, ``"find3d"`` or the YAML file it came from.
         categories: ``{category: [prompt per label, in label order]}`` (category names matched without case).
         parts: ``{dataset part name: prompt}`` for any category not listed in ``categories``.
+        allow_fewer: a category may list fewer prompts than it has labels; the labels past its list get no
+            prompt and are never predicted (how Find3D's code uses its top-k file, which is one short for
+            Airplane).
 
     A label with no entry keeps the dataset's own part name.
     """
@@ -57,13 +69,15 @@ class PromptTable:
     name: str
     categories: Mapping[str, Sequence[str]] = field(default_factory=dict)
     parts: Mapping[str, str] = field(default_factory=dict)
+    allow_fewer: bool = False
 
     def prompts(self, category: str, part_names: Sequence[str]) -> list[str]:
-        """The prompt of each of ``part_names`` (a shape's label space) in ``category``."""
+        """The prompt of each of ``part_names`` (a shape's label space) in ``category``; with ``allow_fewer``
+        the list may be shorter (prompt i stands for label i)."""
         table = {k.lower(): v for k, v in self.categories.items()}
         listed = table.get(category.lower())
         if listed is not None:
-            if len(listed) != len(part_names):
+            if len(listed) > len(part_names) or (len(listed) < len(part_names) and not self.allow_fewer):
                 raise ValueError(
                     f"prompt table {self.name!r} lists {len(listed)} prompts for {category!r} but its label space "
                     f"has {len(part_names)} parts {list(part_names)}"
@@ -76,6 +90,7 @@ class PromptTable:
             "name": self.name,
             "categories": {k: list(v) for k, v in self.categories.items()},
             "parts": dict(self.parts),
+            "allow_fewer": self.allow_fewer,
         }
 
 
@@ -106,8 +121,11 @@ PROMPT_TABLES: dict[str, PromptTable] = {
 }
 
 
-def load_prompt_table(spec: str | PromptTable | Mapping[str, Any]) -> PromptTable:
-    """A :class:`PromptTable` from a built-in name, a YAML file or a mapping.
+def load_prompt_table(
+    spec: str | PromptTable | Mapping[str, Any], protocol_dir: str | None = None
+) -> PromptTable:
+    """A :class:`PromptTable` from a built-in name, ``"find3d-topk"`` (Find3D's ``topk_prompts.json``, read
+    from ``protocol_dir``), a YAML file or a mapping.
 
     YAML layout::
 
@@ -122,9 +140,15 @@ def load_prompt_table(spec: str | PromptTable | Mapping[str, Any]) -> PromptTabl
         return _table_from_mapping(spec, "<mapping>")
     if spec in PROMPT_TABLES:
         return PROMPT_TABLES[spec]
+    if spec == "find3d-topk":
+        from patchalign3d.evaluation.find3d import find3d_topk_table
+
+        return find3d_topk_table(protocol_dir)
     path = Path(spec).expanduser()
     if path.suffix.lower() not in (".yaml", ".yml", ".json") or not path.is_file():
-        raise ValueError(f"prompt table {spec!r} is neither one of {sorted(PROMPT_TABLES)} nor a YAML file")
+        raise ValueError(
+            f"prompt table {spec!r} is neither one of {sorted(PROMPT_TABLES) + ['find3d-topk']} nor a YAML file"
+        )
     import yaml
 
     try:
@@ -168,23 +192,36 @@ class Protocol:
     ``points=2048, replace=True`` reproduces that draw, seeded).
 
     Attributes:
-        prompts: prompt table, ``"release"``, ``"find3d"`` or a YAML path (:func:`load_prompt_table`).
+        preset: the preset these values started from (``"paper"``, ``"release"``, ``"find3d"``), for the
+            record. Under ``"release"`` the assignment names are the release's: ``assign="membership"`` means
+            its rule, ``"membership_release"``.
+        prompts: prompt table, ``"release"``, ``"find3d"``, ``"find3d-topk"`` or a YAML path
+            (:func:`load_prompt_table`).
         prompt_template: decorates each prompt; fields ``{part}`` and ``{category}`` (Find3D's "decorated"
             prompts are ``"{part} of a {category}"``).
-        text_templates: templates the text encoder averages (``"release"``: ``{}``, ``a {}``, ``{} part``;
-            ``"category"``: the four category templates; or a list). Only used with a text encoder, not a bank.
+        text_templates: templates the text encoder averages (``"release"``: ``{}``, ``a {}``, ``{} part``, the
+            release's ``part_only``; ``"category"``: the four category templates, ``part_plus_cat``;
+            ``"ensemble"``: all seven, the release's ``ensemble``; or a list). A text bank serves the setting it
+            was built with (see :class:`~patchalign3d.evaluation.scoring.PromptEmbedder`).
         points: score all points (``None``) or ``points`` drawn with the shape's seed.
         replace: draw with replacement (as the release does); without, when there are enough points.
         seed: seeds point draws, rotations and the encoder subset.
         rotation: ``"canonical"`` (as stored), ``"random"`` (uniform in SO(3)) or ``"random-up"`` (about the
-            up axis), seeded per shape.
+            up axis), seeded per shape, or ``"find3d"`` (the rotation Find3D publishes for each test shape).
+        subset: ``"all"`` shapes, or ``"find3d"`` (the subset Find3D publishes).
+        protocol_dir: the folder of Find3D's protocol files (``rotation``, ``subset`` or ``prompts`` from
+            Find3D); None reads ``$PATCHALIGN3D_FIND3D_DIR`` (:mod:`patchalign3d.evaluation.find3d`).
         up_axis, normalize, assign, temperature, max_points, num_groups: passed to :func:`patchalign3d.segment`.
+            ``assign="membership_release"`` gives points in no patch all-zero logits, as the release does.
         category_mask: score only the shape's own label space (the category is known, as in the release);
             off, every prompt of the benchmark competes and a foreign prediction is wrong.
+        none_if_negative: a point whose every logit is negative is predicted as no part (Find3D prepends a
+            zero "no label" logit on PartNetE and Objaverse).
         metric: IoU convention, ``"release"``, ``"find3d"`` or ``"pointbert"``.
         unlabelled: ``"ignore"`` / ``"count"`` unlabelled ground-truth points; ``None`` = the metric's default.
     """
 
+    preset: str = "paper"
     prompts: str = "release"
     prompt_template: str = "{part}"
     text_templates: str | list[str] = "release"
@@ -192,9 +229,12 @@ class Protocol:
     replace: bool = False
     seed: int = 0
     rotation: str = "canonical"
+    subset: str = "all"
+    protocol_dir: str | None = None
     up_axis: str = "y"
     normalize: bool = True
     category_mask: bool = True
+    none_if_negative: bool = False
     assign: str = "nearest"
     temperature: float | None = 0.07
     max_points: int | None = 2048
@@ -205,12 +245,20 @@ class Protocol:
     def __post_init__(self) -> None:
         if self.points is not None and (not isinstance(self.points, int) or self.points < 1):
             raise ValueError(f"points must be None (all) or a positive integer, got {self.points!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
         if self.rotation not in ROTATIONS:
             raise ValueError(f"rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        if self.subset not in SUBSETS:
+            raise ValueError(f"subset must be one of {SUBSETS}, got {self.subset!r}")
+        if self.protocol_dir is not None:
+            self.protocol_dir = str(self.protocol_dir)
+        if self.preset == "release" and self.assign == "membership":
+            self.assign = "membership_release"  # the release's --assign membership
         if self.up_axis not in ("y", "z"):
             raise ValueError(f"up_axis must be 'y' or 'z', got {self.up_axis!r}")
-        if self.assign not in _ASSIGN:
-            raise ValueError(f"assign must be one of {_ASSIGN}, got {self.assign!r}")
+        if self.assign not in ASSIGN_MODES:
+            raise ValueError(f"assign must be one of {ASSIGN_MODES}, got {self.assign!r}")
         if self.metric not in CONVENTIONS:
             raise ValueError(f"metric must be one of {CONVENTIONS}, got {self.metric!r}")
         if self.unlabelled not in (None, "ignore", "count"):
@@ -224,9 +272,9 @@ class Protocol:
                 f"prompt_template {self.prompt_template!r} may only use {{part}} and {{category}} ({e})"
             ) from None
         if isinstance(self.text_templates, str):
-            if self.text_templates not in _TEXT_TEMPLATE_SETS:
+            if self.text_templates not in TEMPLATE_SETS:
                 raise ValueError(
-                    f"text_templates must be one of {_TEXT_TEMPLATE_SETS} or a list, got {self.text_templates!r}"
+                    f"text_templates must be one of {sorted(TEMPLATE_SETS)} or a list, got {self.text_templates!r}"
                 )
         else:
             self.text_templates = [str(t) for t in self.text_templates]
@@ -255,7 +303,12 @@ class Protocol:
     # -- use ---------------------------------------------------------------------------------------------
     @property
     def prompt_table(self) -> PromptTable:
-        return load_prompt_table(self.prompts)
+        return load_prompt_table(self.prompts, self.protocol_dir)
+
+    @property
+    def uses_find3d_files(self) -> bool:
+        """Whether this protocol reads Find3D's published rotations or subset."""
+        return self.rotation == "find3d" or self.subset == "find3d"
 
     def prompt(self, part: str, category: str) -> str:
         """The decorated prompt of one part."""
@@ -281,24 +334,50 @@ class Protocol:
         )
 
 
-def benchmark_protocol(benchmark: str) -> Protocol:
-    """The paper's protocol for a benchmark (what ``configs/eval/<benchmark>.yaml`` also holds).
+def benchmark_protocol(benchmark: str, preset: str = "paper") -> Protocol:
+    """A benchmark's protocol under a preset (``configs/eval/<benchmark>.yaml`` hold the paper's).
 
-    ShapeNetPart: release prompts, category known, unit-sphere normalisation, y/z swap, 2048 points drawn with
-    replacement (seeded), ``release`` IoU. FAUST: not normalised, all vertices, every label scored with an
-    empty union counting 1 (``pointbert``). Objaverse: Find3D's convention (labels as given, ``find3d`` IoU,
-    unlabelled points count as false positives). PartNet-Mobility and labelled meshes (the demo's synthetic
-    shapes): like ShapeNetPart, all points.
+    ``paper``: ShapeNetPart: release prompts, category known, unit-sphere normalisation, y/z swap, 2048 points
+    drawn with replacement (seeded), ``release`` IoU. FAUST: not normalised, every vertex scored, every label
+    with an empty union counting 1 (``pointbert``). Objaverse: Find3D's convention (labels as given, ``find3d``
+    IoU, unlabelled points count as false positives). PartNetE: the category's PartNetE_meta.json names, all
+    points, ``release`` IoU, and points of no part (``-1``) kept so that a part predicted there is a false
+    positive, as PartSLIP's evaluation counts them. PartNet-Mobility and labelled meshes: like ShapeNetPart,
+    all points.
+
+    ``release``: the released evaluation script: as ``paper``, except FAUST, where 2048 vertices are drawn
+    (without replacement unless fewer) and only those are encoded and scored; ``assign="membership"`` means
+    the release's rule (``membership_release``).
+
+    ``find3d``: Find3D's protocol, from its files: ShapeNetPart (HDF5 release) and PartNetE with Find3D's
+    rotation of each test shape and its subset (``subset="all"`` widens it), prompts ``"{part} of a
+    {category}"`` (ShapeNetPart with Find3D's names), all points, ``find3d`` IoU; on PartNetE and Objaverse a
+    point whose every logit is negative is no part, as Find3D's zero "no label" column makes it.
     """
     key = benchmark.lower()
+    if preset not in PRESETS:
+        raise ValueError(f"unknown protocol preset {preset!r}; expected one of {PRESETS}")
+    if preset == "find3d":
+        decorated = dict(preset="find3d", prompt_template="{part} of a {category}", metric="find3d")
+        if key.startswith("shapenetpart"):
+            return Protocol(prompts="find3d", rotation="find3d", subset="find3d", **decorated)
+        if key == "partnete":
+            return Protocol(rotation="find3d", subset="find3d", none_if_negative=True, **decorated)
+        if key == "objaverse":
+            return Protocol(none_if_negative=True, **decorated)
+        raise ValueError(f"Find3D published no protocol for {benchmark!r} (it has ShapeNetPart, PartNetE, Objaverse)")
     if key.startswith("shapenetpart"):
-        return Protocol(points=2048, replace=True)
+        return Protocol(preset=preset, points=2048, replace=True)
     if key == "faust":
+        if preset == "release":
+            return Protocol(preset=preset, normalize=False, metric="pointbert", points=2048)
         return Protocol(normalize=False, metric="pointbert")
     if key == "objaverse":
-        return Protocol(metric="find3d")
+        return Protocol(preset=preset, metric="find3d")
+    if key == "partnete":
+        return Protocol(preset=preset, unlabelled="count")
     if key in ("partnet", "labelled-meshes"):
-        return Protocol()
+        return Protocol(preset=preset)
     raise ValueError(f"no default protocol for benchmark {benchmark!r}")
 
 
@@ -334,12 +413,13 @@ def random_rotation(rng: np.random.Generator, mode: str = "random", up_axis: str
 
 
 def sample_points(
-    points: np.ndarray, labels: np.ndarray, uid: str, protocol: Protocol
+    points: np.ndarray, labels: np.ndarray, uid: str, protocol: Protocol, rotation: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply the protocol's point draw and rotation to one shape.
 
     Args:
         points: ``(N, 3)``; labels: ``(N,)``.
+        rotation: the shape's ``(3, 3)`` published rotation when ``protocol.rotation == "find3d"``.
 
     Returns:
         ``(M, 3)`` float32 points and ``(M,)`` labels, ``M = N`` or ``protocol.points``.
@@ -350,7 +430,11 @@ def sample_points(
         # without replacement only when possible; a short cloud is padded by repeats, as the release does
         idx = rng.choice(n, protocol.points, replace=protocol.replace or n < protocol.points)
         points, labels = points[idx], labels[idx]
-    if protocol.rotation != "canonical":
+    if protocol.rotation == "find3d":
+        if rotation is None:
+            raise ValueError(f"rotation='find3d' needs the shape's published rotation ({uid})")
+        points = points @ rotation.T  # rotations and point draws commute: Find3D rotates first
+    elif protocol.rotation != "canonical":
         rot = random_rotation(rng, protocol.rotation, protocol.up_axis)
         points = points @ rot.T
     return np.ascontiguousarray(points, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)

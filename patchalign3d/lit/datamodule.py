@@ -1,9 +1,10 @@
 """The training store (LitData chunks written by ``data_engine``) as Lightning batches.
 
-Each item of the store is one shape (schema in ``docs/architecture.md``). Per step this module draws a random
-``num_points`` of the shape's points (a fixed, seeded draw for validation), swaps y and z as the release does
-(stored points are y-up, the model sees z-up, exactly like ``segment(up_axis="y")``), optionally re-centres
-and rescales like ``segment(normalize=True)``, and optionally augments. Batches are dicts:
+Each item of the store is one shape (schema in ``docs/architecture.md``). Per step
+:class:`~patchalign3d.lit.transforms.ShapeTransform` draws ``num_points`` of the shape's points (uniformly at
+random, or mask-aware as the release's stage 2), swaps y and z as the release does (stored points are y-up,
+the model sees z-up, exactly like ``segment(up_axis="y")``), optionally re-centres and rescales like
+``segment(normalize=True)``, and optionally augments. Batches are dicts:
 
 ====================  =====================  ==================================================================
 key                   shape / type           meaning
@@ -25,19 +26,17 @@ loader is a :class:`litdata.StreamingDataLoader`, whose ``state_dict`` Lightning
 from __future__ import annotations
 
 import json
-import math
 import warnings
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 from lightning import LightningDataModule
 from litdata import StreamingDataLoader, StreamingDataset
-from torch import Tensor
 
+from .transforms import Sampling, ShapeTransform, collate_shapes
+
+# ShapeTransform and collate_shapes live in .transforms; they are re-exported where they always were.
 __all__ = ["SCHEMA_VERSION", "ShapeTransform", "StoreDataModule", "collate_shapes", "read_store_info"]
 
 #: Store schema this module reads.
@@ -66,135 +65,6 @@ def read_store_info(store: str) -> dict[str, Any]:
     return info
 
 
-def _clean(name: str) -> str:
-    # Same normalisation as the text bank's clean_name for the comparison with the category.
-    try:
-        from patchalign3d.text import clean_name
-    except ImportError:  # the text package is optional for stage 1
-        return " ".join(name.lower().replace("_", " ").split())
-    return clean_name(name)
-
-
-@dataclass
-class ShapeTransform:
-    """Turns one raw store item into model-ready tensors (runs inside loader workers; picklable).
-
-    Args:
-        num_points: points drawn per shape (with replacement only when the shape has fewer).
-        train: random draw and augmentations; otherwise a draw seeded by the uid (reproducible validation).
-        swap_yz: swap y and z (stored data are y-up; the release's model sees them swapped).
-        normalize: centre on the centroid and scale to unit max radius (what ``segment()`` does).
-        with_features / with_labels: keep teacher features / part names and masks.
-        drop_category_label: drop part names equal to the shape's category (after name cleaning).
-        rotate_deg: uniform rotation in ``[-rotate_deg, rotate_deg]`` about the model's up axis (z after the
-            swap, else y); 0 disables. Release: 20.
-        scale_range: isotropic scale drawn uniformly from ``(lo, hi)``; None disables. Release: (0.9, 1.1).
-        translate: uniform shift in ``[-translate, translate]`` per axis; 0 disables. Release: 0.02.
-        jitter_sigma / jitter_clip: per-point Gaussian noise, clipped; sigma 0 disables. Release: 0.01 / 0.05.
-    """
-
-    num_points: int = 2048
-    train: bool = True
-    swap_yz: bool = True
-    normalize: bool = True
-    with_features: bool = True
-    with_labels: bool = True
-    drop_category_label: bool = False
-    rotate_deg: float = 0.0
-    scale_range: tuple[float, float] | None = None
-    translate: float = 0.0
-    jitter_sigma: float = 0.0
-    jitter_clip: float = 0.05
-
-    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        uid = str(item["uid"])
-        raw = np.asarray(item["points"])
-        if raw.ndim != 2 or raw.shape[1] != 3 or raw.shape[0] == 0:
-            raise ValueError(f"shape {uid!r}: points must have shape (N, 3) with N > 0, got {raw.shape}")
-        n = raw.shape[0]
-        # Fancy indexing copies, so the tensors below own writable memory (LitData's arrays are read-only).
-        idx = self._draw(n, uid).numpy()
-        points = torch.from_numpy(raw[idx].astype(np.float32, copy=False))
-        if self.swap_yz:
-            points = points[:, [0, 2, 1]]
-        if self.normalize:
-            points = points - points.mean(0)
-            points = points / points.norm(dim=1).max().clamp(min=1e-12)
-        if self.train:
-            points = self._augment(points)
-        out: dict[str, Any] = {"uid": uid, "category": str(item.get("category", "")), "points": points.contiguous()}
-        if self.with_features:
-            feats = np.asarray(item["features"])
-            if feats.ndim != 2 or feats.shape[0] != n:
-                raise ValueError(f"shape {uid!r}: features of shape {feats.shape} for {n} points")
-            out["features"] = torch.from_numpy(feats[idx])
-        if self.with_labels:
-            names = json.loads(item["part_names"])
-            masks = np.asarray(item["part_masks"])
-            if masks.shape != (len(names), n):
-                raise ValueError(
-                    f"shape {uid!r}: part_masks {masks.shape} do not match {len(names)} names x {n} points"
-                )
-            masks = torch.from_numpy(masks[:, idx].astype(bool))
-            if self.drop_category_label and out["category"]:
-                keep = [i for i, n in enumerate(names) if _clean(n) != _clean(out["category"])]
-                names, masks = [names[i] for i in keep], masks[keep]
-            out["part_names"], out["part_masks"] = names, masks
-        return out
-
-    def _draw(self, n: int, uid: str) -> Tensor:
-        # Validation draws are seeded by the uid, so every epoch and every rank sees the same points.
-        gen = None if self.train else torch.Generator().manual_seed(zlib.crc32(uid.encode()))
-        if n >= self.num_points:
-            return torch.randperm(n, generator=gen)[: self.num_points]
-        return torch.randint(n, (self.num_points,), generator=gen)
-
-    def _augment(self, points: Tensor) -> Tensor:
-        if self.rotate_deg:
-            theta = math.radians(self.rotate_deg) * (2 * torch.rand(()).item() - 1)
-            c, s = math.cos(theta), math.sin(theta)
-            # Rotate in the horizontal plane of the model frame (up = z after the swap, else y).
-            a, b = (0, 1) if self.swap_yz else (0, 2)
-            rot = torch.eye(3)
-            rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, -s, s, c
-            points = points @ rot.T
-        if self.scale_range is not None:
-            lo, hi = self.scale_range
-            points = points * (lo + (hi - lo) * torch.rand(()))
-        if self.translate:
-            points = points + (2 * torch.rand(3) - 1) * self.translate
-        if self.jitter_sigma:
-            points = points + (torch.randn_like(points) * self.jitter_sigma).clamp(-self.jitter_clip, self.jitter_clip)
-        return points
-
-
-def collate_shapes(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack transformed items into a batch (see the module docstring for the keys).
-
-    Part names become one de-duplicated list for the batch, in order of first appearance; a shape's masks of
-    the same name are merged (a point carries text ``t`` if any of its masks named ``t`` covers it).
-    """
-    batch: dict[str, Any] = {
-        "uid": [it["uid"] for it in items],
-        "category": [it["category"] for it in items],
-        "points": torch.stack([it["points"] for it in items]),
-    }
-    if "features" in items[0]:
-        batch["features"] = torch.stack([it["features"] for it in items])
-    if "part_names" in items[0]:
-        texts = list(dict.fromkeys(n for it in items for n in it["part_names"]))
-        col = {t: j for j, t in enumerate(texts)}
-        n = batch["points"].shape[1]
-        labels = torch.zeros(len(items), n, len(texts), dtype=torch.bool)
-        text_mask = torch.zeros(len(items), len(texts), dtype=torch.bool)
-        for b, it in enumerate(items):
-            for name, mask in zip(it["part_names"], it["part_masks"]):
-                labels[b, :, col[name]] |= mask
-                text_mask[b, col[name]] = True
-        batch.update(texts=texts, labels=labels, text_mask=text_mask)
-    return batch
-
-
 class StoreDataModule(LightningDataModule):
     """Batches of shapes from a training store.
 
@@ -206,9 +76,17 @@ class StoreDataModule(LightningDataModule):
         num_workers: loader worker processes per device.
         train_split / val_split: store sub-folders; ``val_split=None`` disables validation.
         test_split / predict_split: sub-folders for ``test`` / ``predict`` (default: the validation split).
-        shuffle: shuffle training shapes each epoch (LitData's chunk-aware shuffle, seeded by ``seed``).
+        shuffle: shuffle training shapes each epoch (LitData's chunk-aware shuffle, seeded by ``seed``; it
+            shuffles chunks and items within them, so the store's write order matters: ``data_engine`` shuffles
+            it).
+        sampling: ``"random"`` (a new uniform draw every step) or ``"mask_aware"`` (the release's stage-2 rule:
+            at least ``min_per_label`` points per part label by FPS, one fixed subset per shape, seeded by
+            ``seed`` and the uid); see :mod:`patchalign3d.lit.transforms`.
+        min_per_label: points kept per part label by ``mask_aware`` (release: 32).
         with_features: load teacher features (stage 1); with_labels: load part names and masks (stage 2).
         max_cache_size: LitData's local chunk-cache limit for remote stores.
+        augment: ``null`` (the knobs below) or ``"release"`` (the release's ``--aug_enable``: rotation of up to
+            ±20° about x, y and z, scale 0.9–1.1, shift 0.02, jitter 0.01, with probability 0.9).
         swap_yz, normalize, drop_category_label, rotate_deg, scale_range, translate, jitter_sigma, jitter_clip:
             see :class:`ShapeTransform`; augmentations apply to training only and are off by default.
     """
@@ -228,9 +106,12 @@ class StoreDataModule(LightningDataModule):
         seed: int = 42,
         with_features: bool = True,
         with_labels: bool = True,
+        sampling: Sampling = "random",
+        min_per_label: int = 32,
         swap_yz: bool = True,
         normalize: bool = True,
         drop_category_label: bool = False,
+        augment: Literal["release"] | None = None,
         rotate_deg: float = 0.0,
         scale_range: tuple[float, float] | None = None,
         translate: float = 0.0,
@@ -252,10 +133,11 @@ class StoreDataModule(LightningDataModule):
         self.store = str(store).rstrip("/")
         self._info: dict[str, Any] | None = None
         self._datasets: dict[str, StreamingDataset] = {}
-        common = dict(num_points=num_points, swap_yz=swap_yz, normalize=normalize, with_features=with_features,
-                      with_labels=with_labels, drop_category_label=drop_category_label)
+        common = dict(num_points=num_points, sampling=sampling, min_per_label=min_per_label, seed=seed,
+                      swap_yz=swap_yz, normalize=normalize, with_features=with_features, with_labels=with_labels,
+                      drop_category_label=drop_category_label)
         self.train_transform = ShapeTransform(
-            train=True, rotate_deg=rotate_deg, scale_range=tuple(scale_range) if scale_range else None,
+            train=True, augment=augment, rotate_deg=rotate_deg, scale_range=tuple(scale_range) if scale_range else None,
             translate=translate, jitter_sigma=jitter_sigma, jitter_clip=jitter_clip, **common,
         )
         self.eval_transform = ShapeTransform(train=False, **common)

@@ -3,8 +3,9 @@
 The encoder starts from a stage-1 checkpoint (``init_from``) and is frozen except a configurable set of
 parameters (paper: the last block and the final norm; release: also ``reduce_dim`` and the class token and
 position). A new linear head maps patch tokens to the text width. Every patch is scored against the texts
-of the batch (the union of its shapes' part names) with fractional labels ``y_ij`` = fraction of patch ``i``'s
-members labelled ``j``; the loss is the paper's SigLIP loss (learnable scale and bias) or the release's
+of the batch (the union of its shapes' part names, ``negatives="batch"``) or of its own shape only
+(``negatives="shape"``, as released), with fractional labels ``y_ij`` = fraction of patch ``i``'s members
+labelled ``j``; the loss is the paper's SigLIP loss (learnable scale and bias) or the release's
 ``pos_weight``-balanced BCE (learnable scale only).
 
 Text embeddings come from a :class:`~patchalign3d.text.TextBank` made once per run in ``setup``: either a
@@ -21,17 +22,24 @@ import warnings
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from patchalign3d.losses import patch_accuracy, patch_label_fractions, release_bce_loss, siglip_loss
+from patchalign3d.losses import (
+    patch_accuracy,
+    patch_label_fractions,
+    release_bce_loss,
+    shapes_with_texts,
+    siglip_loss,
+)
 from patchalign3d.model.patchalign3d import MAX_LOGIT_SCALE, RELEASE_TEMPERATURE
 from patchalign3d.text import TextBank, get_text_encoder
 from patchalign3d.text.bank import MissingPartNamesError
 
 from .stage1 import Schedule, _PatchAlignModule, build_model
 
-__all__ = ["TRAINABLE_PRESETS", "Stage2Module", "resolve_trainable"]
+__all__ = ["DEFAULT_NEGATIVES", "TRAINABLE_PRESETS", "Stage2Module", "resolve_trainable"]
 
 # Frozen modules are in eval mode on purpose (see Stage2Module); Lightning's generic hint about it is noise.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -50,6 +58,11 @@ _BLOCK = re.compile(r"^blocks\.(-?\d+)$")
 
 Loss = Literal["siglip", "release"]
 Negatives = Literal["batch", "shape"]
+#: What each loss scores a shape against when ``negatives`` is not set. The release scores every shape against
+#: its own part names only (``K - 1`` weighting). SigLIP keeps the batch's names: on the demo's validation split
+#: batch and shape were within seed noise (78.7 vs 78.3 mIoU over two seeds; BENCHMARKS.md), and batch
+#: negatives are SigLIP's own rule.
+DEFAULT_NEGATIVES: dict[str, Negatives] = {"release": "shape", "siglip": "batch"}
 
 
 def resolve_trainable(spec: str | list[str], encoder: nn.Module, depth: int) -> list[str]:
@@ -101,7 +114,9 @@ class Stage2Module(_PatchAlignModule):
             stay in eval mode (BatchNorm statistics and drop-path untouched).
         loss: ``"siglip"`` (paper: ``s = cos / τ + b``, learnable τ and b) or ``"release"`` (BCE with
             ``pos_weight = max(1, K - 1)`` per shape, learnable scale, no bias).
-        negatives: score each shape against all texts of the batch (``"batch"``) or only its own (``"shape"``).
+        negatives: score each shape against all texts of the batch (``"batch"``) or only its own (``"shape"``);
+            ``None`` takes the loss's own (:data:`DEFAULT_NEGATIVES`: ``shape`` for ``release``, as released).
+            Shapes with nothing to be scored against are skipped and counted (``train/shapes_without_names``).
         init_scale: initial logit scale ``1/τ`` (default: 10 for siglip as in SigLIP, 1/0.07 for release);
             the scale is clamped at 100.
         init_bias: initial logit bias for siglip (default -10 as in SigLIP).
@@ -123,7 +138,7 @@ class Stage2Module(_PatchAlignModule):
         init_from: str | None = None,
         trainable: str | list[str] = "paper",
         loss: Loss = "siglip",
-        negatives: Negatives = "batch",
+        negatives: Negatives | None = None,
         init_scale: float | None = None,
         init_bias: float | None = None,
         text_encoder: str = "openclip:ViT-bigG-14/laion2b_s39b_b160k",
@@ -140,13 +155,14 @@ class Stage2Module(_PatchAlignModule):
         super().__init__()
         if loss not in ("siglip", "release"):
             raise ValueError(f"unknown loss {loss!r}; expected 'siglip' or 'release'")
-        if negatives not in ("batch", "shape"):
-            raise ValueError(f"unknown negatives {negatives!r}; expected 'batch' or 'shape'")
+        if negatives not in ("batch", "shape", None):
+            raise ValueError(f"unknown negatives {negatives!r}; expected 'batch', 'shape' or null (the loss's own)")
         if loss == "release" and init_bias is not None:
             raise ValueError("the release loss has no logit bias: leave init_bias unset")
         if text_dim < 1:
             raise ValueError(f"text_dim must be positive, got {text_dim}")
         self.save_hyperparameters()
+        self.negatives: Negatives = negatives or DEFAULT_NEGATIVES[loss]
         self.model = build_model(arch, arch_overrides, text_dim=text_dim)
         if init_from is not None:
             self._load_encoder(init_from)
@@ -169,6 +185,7 @@ class Stage2Module(_PatchAlignModule):
 
         self.bank: TextBank | None = None
         self.val_loss, self.val_acc = MeanMetric(), MeanMetric()
+        self._warned_without_names = False
 
     # -- initialisation ------------------------------------------------------------------------------
     def _load_encoder(self, path: str) -> None:
@@ -259,24 +276,42 @@ class Stage2Module(_PatchAlignModule):
         emb = self.model.embed_patches(self.model.encode_patches(patches))
         # Logits in float32 even under bf16 autocast: at scales up to 100, bf16 would round them by ~0.4.
         with torch.autocast(device_type=emb.device.type, enabled=False):
-            logits = self.model.patch_logits(emb.float(), self.text_embeddings(texts), temperature=None)
+            if texts:
+                logits = self.model.patch_logits(emb.float(), self.text_embeddings(texts), temperature=None)
+            else:  # a batch without a single part name: (B, G, 0), still tied to every trainable parameter
+                logits = emb.float()[..., :0] * self.model.logit_scale()
             if self.logit_bias is not None:
                 logits = logits + self.logit_bias
         return logits, patches
 
-    def _shared_step(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    def _shared_step(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, per-patch hits, (B,) bool shapes skipped for want of texts)``."""
         if "labels" not in batch:
             raise KeyError("stage 2 needs part labels in the batch: set data.init_args.with_labels=true")
         logits, patches = self(batch["points"], batch["texts"])
         targets = patch_label_fractions(batch["labels"], patches.member_idx)
-        mask = batch["text_mask"] if self.hparams.negatives == "shape" else None
+        mask = batch["text_mask"] if self.negatives == "shape" else None
         loss_fn = siglip_loss if self.hparams.loss == "siglip" else release_bce_loss
         loss = loss_fn(logits, targets, mask)
-        return loss, patch_accuracy(logits.detach(), targets, batch["text_mask"])
+        skipped = ~shapes_with_texts(mask, logits)
+        return loss, patch_accuracy(logits.detach(), targets, batch["text_mask"]), skipped
+
+    def _count_skipped(self, skipped: Tensor, uids: list[str], split: str) -> None:
+        # Summed over the epoch (and ranks): how many shapes taught nothing because they carry no part name.
+        self.log(f"{split}/shapes_without_names", skipped.sum().float(), reduce_fx="sum", on_step=False,
+                 on_epoch=True, batch_size=len(uids), sync_dist=True)  # fmt: skip
+        if skipped.any() and not self._warned_without_names:
+            self._warned_without_names = True
+            first = uids[int(skipped.nonzero()[0])]
+            rank_zero_warn(
+                f"stage 2 skips shapes with no part names to be scored against (first: {first!r}); their number "
+                f"is logged as {split}/shapes_without_names"
+            )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss, hits = self._shared_step(batch)
+        loss, hits, skipped = self._shared_step(batch)
         bs = batch["points"].shape[0]
+        self._count_skipped(skipped, batch["uid"], "train")
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/patch_acc", hits.mean() if hits.numel() else hits.new_zeros(()), batch_size=bs)
         self.log("train/logit_scale", self.model.logit_scale().detach(), batch_size=bs)
@@ -285,8 +320,9 @@ class Stage2Module(_PatchAlignModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss, hits = self._shared_step(batch)
+        loss, hits, skipped = self._shared_step(batch)
         bs = batch["points"].shape[0]
+        self._count_skipped(skipped, batch["uid"], "val")
         self.val_loss.update(loss, bs)
         if hits.numel():
             self.val_acc.update(hits)
@@ -294,7 +330,7 @@ class Stage2Module(_PatchAlignModule):
         self.log("val/patch_acc", self.val_acc, prog_bar=True, batch_size=bs)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss, hits = self._shared_step(batch)
+        loss, hits, _ = self._shared_step(batch)
         bs = batch["points"].shape[0]
         acc = hits.mean() if hits.numel() else hits.new_zeros(())
         self.log_dict({"test/loss": loss, "test/patch_acc": acc}, batch_size=bs, sync_dist=True)

@@ -15,8 +15,8 @@ from patchalign3d.model.hub import PatchAlign3DHubMixin
 from patchalign3d.model.tokenizer import PatchTokenizer
 from patchalign3d.model.transformer import TransformerEncoder
 
-AssignMode = Literal["nearest", "membership", "interpolate"]
-ASSIGN_MODES: tuple[str, ...] = ("nearest", "membership", "interpolate")
+AssignMode = Literal["nearest", "membership", "membership_release", "interpolate"]
+ASSIGN_MODES: tuple[str, ...] = ("nearest", "membership", "membership_release", "interpolate")
 
 #: Temperature used by the release at inference.
 RELEASE_TEMPERATURE = 0.07
@@ -200,8 +200,10 @@ class PatchAlign3D(nn.Module, PatchAlign3DHubMixin):
             points: ``(B, N, 3)`` points, in the frame the patches were built in.
             patches: the :class:`Patches` of these points (``member_idx`` may index a subset).
             patch_logits: ``(B, G, K)``.
-            assign: ``"nearest"`` (logits of the nearest centre, as released), ``"membership"`` (mean over
-                the patches a point belongs to; points in none fall back to nearest) or ``"interpolate"``
+            assign: ``"nearest"`` (logits of the nearest centre, the release's default), ``"membership"``
+                (mean over the patches a point belongs to; a point in none takes its nearest centre's logits),
+                ``"membership_release"`` (the same mean, but a point in no patch gets all-zero logits, as the
+                release's ``--assign membership`` does, so its argmax is label 0) or ``"interpolate"``
                 (inverse-distance weights over the 3 nearest centres).
 
         Returns:
@@ -220,18 +222,21 @@ class PatchAlign3D(nn.Module, PatchAlign3DHubMixin):
                 idx.unsqueeze(-1).expand(-1, -1, -1, k),
             )
             return (gathered * w.unsqueeze(-1).to(gathered)).sum(2)
-        nearest = nearest_center(points, centers)
-        out = torch.gather(patch_logits, 1, nearest.unsqueeze(-1).expand(-1, -1, k))
-        if assign == "nearest":
-            return out
+        if assign != "membership_release":
+            nearest = nearest_center(points, centers)
+            out = torch.gather(patch_logits, 1, nearest.unsqueeze(-1).expand(-1, -1, k))
+            if assign == "nearest":
+                return out
         n = points.shape[1]
         member = patches.member_idx.reshape(batch, -1)
         sums = patch_logits.new_zeros(batch, n, k)
         counts = patch_logits.new_zeros(batch, n)
         sums.scatter_add_(1, member.unsqueeze(-1).expand(-1, -1, k), patch_logits.repeat_interleave(patches.member_idx.shape[-1], dim=1))
         counts.scatter_add_(1, member, torch.ones_like(member, dtype=counts.dtype))
-        covered = counts > 0
-        return torch.where(covered.unsqueeze(-1), sums / counts.clamp(min=1).unsqueeze(-1), out)
+        mean = sums / counts.clamp(min=1).unsqueeze(-1)  # zero where a point is in no patch
+        if assign == "membership_release":
+            return mean
+        return torch.where((counts > 0).unsqueeze(-1), mean, out)
 
     def forward(self, points: Tensor, text_emb: Tensor | None = None) -> Tensor:
         """``(B, N, 3)`` -> ``(B, G, D)`` patch embeddings, or ``(B, G, K)`` logits when ``text_emb`` is given."""

@@ -4,6 +4,10 @@ A text bank is the released ``{"keys": [names], "emb": FloatTensor (K, D), "meta
 encodes every name with each template, normalises each prompt embedding, averages over templates and
 renormalises (as released). Embeddings are cached on disk per encoder and template set, so a name is never
 encoded twice by the same encoder.
+
+Banks built with a category (the release's "part+category" banks, and :meth:`TextBank.build` with
+``category=``) key each entry ``"<part>||<category>"``, both cleaned, as the release writes them; look them up
+with ``lookup(names, category=...)``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from .encoders import TextEncoder, get_text_encoder
 __all__ = [
     "DEFAULT_TEMPLATES",
     "CATEGORY_TEMPLATES",
+    "ENSEMBLE_TEMPLATES",
+    "TEMPLATE_SETS",
+    "PAIR_SEPARATOR",
+    "pair_key",
     "clean_name",
     "validate_part_names",
     "MissingPartNamesError",
@@ -39,8 +47,18 @@ __all__ = [
 
 #: templates of the release, each filled with one cleaned part name
 DEFAULT_TEMPLATES: tuple[str, ...] = ("{}", "a {}", "{} part")
-#: optional templates filled with (part name, category name)
+#: optional templates filled with (part name, category name): the release's "part_plus_cat" setting
 CATEGORY_TEMPLATES: tuple[str, ...] = ("a {} of a {}", "the {} of a {}", "{} of {}", "a {} part of a {}")
+#: the release's "ensemble" setting: the category templates and the part templates, all seven averaged
+ENSEMBLE_TEMPLATES: tuple[str, ...] = CATEGORY_TEMPLATES + DEFAULT_TEMPLATES
+#: named template sets (the release's text settings "part_only", "part_plus_cat", "ensemble")
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "release": DEFAULT_TEMPLATES,
+    "category": CATEGORY_TEMPLATES,
+    "ensemble": ENSEMBLE_TEMPLATES,
+}
+#: joins a part and its category in the keys of a bank built with a category (``"seat||chair"``)
+PAIR_SEPARATOR = "||"
 
 _NOT_WORD = re.compile(r"[^\w\s]")  # punctuation and symbols (unicode aware); "_" is handled separately
 
@@ -94,18 +112,29 @@ def validate_part_names(names: Sequence[str]) -> list[str]:
     return names
 
 
+def pair_key(name: str, category: str) -> str:
+    """The key of ``name`` in a bank built with ``category``: ``"<clean name>||<clean category>"``."""
+    return f"{clean_name(name)}{PAIR_SEPARATOR}{clean_name(category)}"
+
+
+def template_fields(template: str) -> int:
+    """Number of ``{}`` fields of a template (1: part name; 2: part name, category)."""
+    return sum(1 for _, f, _, _ in string.Formatter().parse(template) if f is not None)
+
+
 def _check_templates(templates: Sequence[str], category: str | None) -> tuple[str, ...]:
-    """Templates as a tuple; each must have one ``{}`` field, or two when a category is given."""
+    """Templates as a tuple; each has one ``{}`` field (part name) or, when a category is given, one or two
+    (part name, category): the release's ensemble mixes both kinds."""
     if isinstance(templates, str) or not isinstance(templates, Sequence) or not templates:
         raise ValueError(f"templates must be a non-empty sequence of strings, got {templates!r}")
-    want = 1 if category is None else 2
+    allowed = (1,) if category is None else (1, 2)
     for t in templates:
         if not isinstance(t, str):
             raise ValueError(f"templates must be strings, got {t!r}")
-        fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
-        if len(fields) != want or any(fields):
-            need = "one '{}' field (part name)" if want == 1 else "two '{}' fields (part name, category)"
-            extra = " (category templates need category=...)" if len(fields) == 2 and want == 1 else ""
+        named = any(f for _, f, _, _ in string.Formatter().parse(t) if f is not None)
+        if template_fields(t) not in allowed or named:
+            need = "one '{}' field (part name)" if category is None else "one or two '{}' fields (part name, category)"
+            extra = " (category templates need category=...)" if template_fields(t) == 2 and category is None else ""
             raise ValueError(f"template {t!r} must have {need}{extra}")
     return tuple(templates)
 
@@ -199,11 +228,11 @@ class _EmbeddingCache:
 class MissingPartNamesError(KeyError):
     """Names asked of a :class:`TextBank` that it does not hold; ``.missing`` lists them."""
 
-    def __init__(self, missing: Sequence[str], available: int) -> None:
+    def __init__(self, missing: Sequence[str], available: int, hint: str = "") -> None:
         self.missing = list(missing)
         super().__init__(
             f"{len(self.missing)} part name(s) not in the text bank ({available} names): {self.missing}. "
-            "Build a bank that contains them with TextBank.build(names, encoder)."
+            "Build a bank that contains them with TextBank.build(names, encoder)." + hint
         )
 
     def __str__(self) -> str:  # KeyError would repr() the message
@@ -250,8 +279,13 @@ class TextBank:
         self.meta: dict[str, Any] = dict(meta)
         self._index = {k: i for i, k in enumerate(keys)}
         self._clean_index: dict[str, int] = {}
+        self._pair_index: dict[str, int] = {}  # "part||category" keys, each side cleaned
         for i, k in enumerate(keys):
-            self._clean_index.setdefault(clean_name(k), i)
+            part, sep, cat = k.partition(PAIR_SEPARATOR)
+            if sep:
+                self._pair_index.setdefault(pair_key(part, cat), i)
+            else:
+                self._clean_index.setdefault(clean_name(k), i)
 
     # -- access ------------------------------------------------------------------------------------------
     @property
@@ -265,35 +299,71 @@ class TextBank:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _find(self, name: str) -> int | None:
+    @property
+    def paired(self) -> bool:
+        """True when entries are keyed ``"part||category"`` (a bank built with a category)."""
+        return bool(self._pair_index)
+
+    def _find(self, name: str, category: str | None = None) -> int | None:
         if not isinstance(name, str):
             return None
+        if category is not None and self.paired:
+            return self._pair_index.get(pair_key(name, category))
         i = self._index.get(name)
+        if i is None and PAIR_SEPARATOR in name:
+            return self._pair_index.get(pair_key(*name.split(PAIR_SEPARATOR, 1)))
         return self._clean_index.get(clean_name(name)) if i is None else i
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._find(name) is not None
 
     def __getitem__(self, name: str) -> Tensor:
-        """(D,) embedding of ``name``."""
+        """(D,) embedding of ``name`` (a part+category bank also takes ``"part||category"``)."""
         i = self._find(name)
         if i is None:
-            raise MissingPartNamesError([name], len(self))
+            raise MissingPartNamesError([name], len(self), self._pair_hint())
         return self.emb[i]
 
-    def lookup(self, names: Sequence[str]) -> Tensor:
+    def lookup(self, names: Sequence[str], category: str | None = None) -> Tensor:
         """(K, D) embeddings of ``names``, in order.
+
+        Args:
+            names: K part names (the exact keys, or names that clean to them).
+            category: the object category; in a bank keyed ``"part||category"`` the entry of each name with
+                this category is taken. A bank keyed by part names alone ignores it.
 
         Raises:
             MissingPartNamesError (a KeyError): naming every missing name.
         """
         if isinstance(names, str) or not isinstance(names, Sequence):
             raise TypeError(f"names must be a sequence of strings, got {type(names).__name__}")
-        idx = [self._find(n) for n in names]
+        idx = [self._find(n, category) for n in names]
         missing = [n for n, i in zip(names, idx) if i is None]
         if missing:
-            raise MissingPartNamesError(missing, len(self))
+            if category is not None and self.paired:
+                missing = [pair_key(n, category) for n in missing]
+            raise MissingPartNamesError(missing, len(self), self._pair_hint() if category is None else "")
         return self.emb[torch.tensor(idx, dtype=torch.long)] if idx else self.emb[:0]
+
+    def _pair_hint(self) -> str:
+        if not self.paired:
+            return ""
+        return (f" This bank keys parts with their category ('{next(iter(self._pair_index))}', as the release's "
+                "part+category banks do): look names up with category=...")
+
+    def encoder_spec(self, source: str | None = None) -> str:
+        """The :func:`~patchalign3d.text.get_text_encoder` spec of the encoder that built this bank.
+
+        Raises:
+            UnknownTextEncoderError: the bank's metadata does not tell (no silent fallback to another encoder).
+        """
+        from .encoders import UnknownTextEncoderError, spec_from_meta
+
+        where = source or f"the text bank's metadata ({len(self)} names)"
+        spec = spec_from_meta(self.meta, source=where)
+        if spec is None:
+            raise UnknownTextEncoderError(f"{where} is empty: it does not say which text encoder built the bank")
+        return spec
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -355,7 +425,7 @@ class TextBank:
         progress: bool = False,
         category: str | None = None,
     ) -> TextBank:
-        """Encode part names into a bank whose keys are the cleaned names.
+        """Encode part names into a bank whose keys are the cleaned names (``"name||category"`` with a category).
 
         Each name is cleaned, put into every template, encoded and normalised; the T prompt embeddings are
         averaged and the mean renormalised.
@@ -363,12 +433,14 @@ class TextBank:
         Args:
             names: K part names (validated by :func:`validate_part_names`).
             encoder: a :class:`TextEncoder` or a spec for :func:`get_text_encoder` (None: OpenCLIP bigG).
-            templates: T format strings with one ``{}`` (two with ``category``, e.g. CATEGORY_TEMPLATES).
+            templates: T format strings with one ``{}`` (part name); with ``category`` also two (part name,
+                category), e.g. CATEGORY_TEMPLATES or the release's ENSEMBLE_TEMPLATES (both kinds).
             cache_dir: cache folder; None -> :func:`default_cache_dir`; False -> no cache. Encoders with
                 random weights are never cached.
             batch_size: prompts per encoder call.
             progress: show a tqdm bar over encoder calls.
-            category: object category filled into two-field templates (cleaned like names).
+            category: object category filled into two-field templates (cleaned like names); the keys become
+                ``"name||category"``, as in the release's part+category banks.
 
         Returns:
             A bank with K keys and (K, D) L2-normalised float32 embeddings.
@@ -408,14 +480,16 @@ class TextBank:
         }
         if category is not None:
             meta["category"] = category
+            keys = [f"{k}{PAIR_SEPARATOR}{category}" for k in keys]
         return cls(keys, emb, meta)
 
 
 def _encode_names(encoder: TextEncoder, names: list[str], templates: tuple[str, ...], category: str | None,
                   batch_size: int, progress: bool) -> Tensor:
     """Template-averaged embeddings of K cleaned names -> (K, D)."""
-    args = [(n,) if category is None else (n, category) for n in names]
-    prompts = [t.format(*a) for t in templates for a in args]  # template-major: row t*K + k
+    # template-major: row t*K + k; a one-field template takes the name, a two-field one (name, category)
+    prompts = [t.format(n, category) if template_fields(t) == 2 else t.format(n)
+               for t in templates for n in names]
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     starts = range(0, len(prompts), batch_size)

@@ -39,6 +39,7 @@ __all__ = [
     "HFTextEncoder",
     "get_text_encoder",
     "spec_from_meta",
+    "UnknownTextEncoderError",
     "mean_pool",
     "max_pool",
     "cls_pool",
@@ -772,18 +773,42 @@ class HFTextEncoder(_TorchTextEncoder):
 # factory
 
 
-def spec_from_meta(meta: dict[str, Any] | None) -> str | None:
-    """The :func:`get_text_encoder` spec of the encoder an ``encoder.meta()`` dict describes (None if unknown).
+class UnknownTextEncoderError(ValueError):
+    """Text metadata (of a bank or a checkpoint) that does not say which encoder made the embeddings."""
 
+
+def spec_from_meta(meta: dict[str, Any] | None, source: str = "the text metadata") -> str | None:
+    """The :func:`get_text_encoder` spec of the encoder a metadata dict describes.
+
+    Reads this package's ``encoder.meta()`` (``backend`` ``"open_clip"`` or ``"transformers"``), the release's
+    text banks (``backend: "clip"`` with ``clip_model`` and ``clip_pretrained``: OpenCLIP) and ``{"spec": ...}``.
     Checkpoints store the meta of the text bank they were trained with; this turns it back into an encoder.
+
+    Returns:
+        The spec, or None when ``meta`` is None or empty (nothing recorded: the caller's default applies).
+
+    Raises:
+        UnknownTextEncoderError: ``meta`` records something that names no encoder this package can rebuild;
+            a silent fallback to another encoder would give embeddings of another space.
     """
     if not meta:
         return None
-    if meta.get("backend") == "open_clip" and meta.get("clip_model"):
+    if not isinstance(meta, dict):
+        raise UnknownTextEncoderError(f"{source} must be a dict, got {type(meta).__name__}")
+    spec, backend = meta.get("spec"), meta.get("backend")
+    if isinstance(spec, str) and spec.strip():
+        return spec
+    if backend == "open_clip" and meta.get("clip_model"):
         return f"openclip:{meta['clip_model']}/{meta.get('clip_pretrained') or 'random'}"
-    if meta.get("backend") == "transformers" and meta.get("model"):
+    if backend == "clip" and meta.get("clip_model") and meta.get("clip_pretrained"):
+        return f"openclip:{meta['clip_model']}/{meta['clip_pretrained']}"  # the release's build_text_bank
+    if backend == "transformers" and meta.get("model"):
         return "minilm" if meta["model"] == MINILM_NAME else f"hf:{meta['model']}"
-    return None
+    shown = {k: meta[k] for k in ("backend", "clip_model", "clip_pretrained", "model", "encoder") if k in meta}
+    raise UnknownTextEncoderError(
+        f"{source} does not say which text encoder made the embeddings ({shown or sorted(meta)}); "
+        "name the encoder yourself (text=... in Python, --text-encoder on the command line)"
+    )
 
 
 def get_text_encoder(spec: str | TextEncoder | None = None, device: DeviceLike = None) -> TextEncoder:

@@ -112,18 +112,104 @@ def write_objaverse(
     return root
 
 
-def write_partnet(
-    root: Path, objects: dict[str, tuple[str, dict[int, str], Sequence[int]]], n: int = 100
+def write_partnet_object(
+    root: Path,
+    oid: str,
+    category: str,
+    tree: list[dict],
+    links: dict[str, list[tuple[str, int]]],
+    semantics: dict[str, str],
+    point_ids: Sequence[int],
+    per_part: int = 25,
 ) -> Path:
-    """``objects``: id -> (category, {link index: semantic}, link index per blob; ``counts`` of ``n // blobs``)."""
-    for i, (oid, (cat, links, blob_links)) in enumerate(objects.items()):
-        d = root / oid
-        (d / "point_sample").mkdir(parents=True, exist_ok=True)
-        per = n // len(blob_links)
-        pts, b = blob([per] * len(blob_links), seed=i)
-        link_of_point = np.asarray(blob_links)[b]
-        np.savetxt(d / "point_sample" / f"pts-{len(pts)}.txt", pts, fmt="%.6f")
-        np.savetxt(d / "point_sample" / f"label-{len(pts)}.txt", link_of_point, fmt="%d")
-        (d / "semantics.txt").write_text("".join(f"link_{k} hinge {v}\n" for k, v in links.items()))
-        (d / "meta.json").write_text(json.dumps({"model_cat": cat}))
+    """One PartNet-Mobility object folder as SAPIEN ships it.
+
+    Args:
+        tree: ``result.json`` (a list of root nodes).
+        links: URDF link name -> [(part name, part id)] of its visuals.
+        semantics: link name -> semantic label (``semantics.txt``).
+        point_ids: the part id (or -1) of each blob of ``per_part`` points in ``label-<N>.txt``.
+    """
+    d = root / oid
+    (d / "point_sample").mkdir(parents=True, exist_ok=True)
+    pts, b = blob([per_part] * len(point_ids), seed=int(oid) % 1000)
+    n = len(pts)
+    np.savetxt(d / "point_sample" / f"pts-{n}.txt", pts, fmt="%.6f")
+    np.savetxt(d / "point_sample" / f"label-{n}.txt", np.asarray(point_ids)[b], fmt="%d")
+    (d / "result.json").write_text(json.dumps(tree))
+    body = "".join(
+        f'  <link name="{link}">\n'
+        + "".join(
+            f'    <visual name="{name}-{pid}">\n      <origin xyz="0 0 0"/>\n      <geometry>\n'
+            f'        <mesh filename="textured_objs/original-{pid}.obj"/>\n      </geometry>\n    </visual>\n'
+            for name, pid in visuals
+        )
+        + "  </link>\n"
+        for link, visuals in links.items()
+    )
+    (d / "mobility.urdf").write_text(
+        f'<?xml version="1.0" ?>\n<robot name="partnet_{oid}">\n  <link name="base"/>\n{body}</robot>\n'
+    )
+    joints = {"lid": "slider", "door": "hinge"}
+    (d / "semantics.txt").write_text(
+        "".join(f"{link} {joints.get(label, 'static')} {label}\n" for link, label in semantics.items())
+    )
+    (d / "meta.json").write_text(json.dumps({"model_cat": category, "model_id": oid}))
+    return d
+
+
+def node(name: str, pid: int, children: Sequence[dict] | None = None) -> dict:
+    """A ``result.json`` node: a leaf with ``objs``, or a group with ``children``."""
+    out = {"text": name.replace("_", " ").title(), "name": name, "id": pid}
+    if children:
+        out["children"] = list(children)
+    else:
+        out["objs"] = [f"original-{pid}"]
+    return out
+
+
+def write_bottle_3763(root: Path) -> Path:
+    """PartNet-Mobility bottle 3763 in its real layout: parts body 5, neck 6, lid 7 (nested in groups); body and
+    neck are visuals of link_1, the lid of link_0. 25 points each of body, neck, lid, then 25 unlabelled."""
+    tree = [node("bottle", 0, [node("normal_bottle", 1, [node("lid", 7), node("bottle_body", 2, [node("body", 5), node("neck", 6)])])])]
+    return write_partnet_object(
+        root, "3763", "Bottle", tree,
+        links={"link_0": [("lid", 7)], "link_1": [("body", 5), ("neck", 6)]},
+        semantics={"link_0": "lid", "link_1": "bottle"},
+        point_ids=[5, 6, 7, -1],
+    )
+
+
+def write_ply_cloud(path: Path, pts: np.ndarray, binary: bool = True) -> None:
+    """A coloured point cloud PLY (x y z float, red green blue uchar), binary as PartNetE's pc.ply or ascii."""
+    n = len(pts)
+    head = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {n}\n"
+            "property float x\nproperty float y\nproperty float z\n"
+            "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    if binary:
+        rec = np.zeros(n, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
+        rec["xyz"], rec["rgb"] = pts, 128
+        path.write_bytes(head.encode() + rec.tobytes())
+    else:
+        path.write_text(head + "".join(f"{x:.6f} {y:.6f} {z:.6f} 128 128 128\n" for x, y, z in pts))
+
+
+def write_partnete(
+    root: Path,
+    objects: dict[str, dict[str, Sequence[int]]],
+    meta: dict[str, list[str]],
+    nested: bool = False,
+) -> Path:
+    """PartNetE as PartSLIP ships it. ``objects``: category -> {object id: counts per blob}; blob ``k`` has
+    semantic label ``k - 1`` (blob 0 is the unlabelled -1 points)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "PartNetE_meta.json").write_text(json.dumps(meta))
+    test = root / "data" / "test" if nested else root / "test"
+    for c, (cat, objs) in enumerate(sorted(objects.items())):
+        for i, (oid, counts) in enumerate(objs.items()):
+            d = test / cat / oid
+            d.mkdir(parents=True, exist_ok=True)
+            pts, k = blob(counts, seed=10 * c + i)
+            write_ply_cloud(d / "pc.ply", pts, binary=(i % 2 == 0))
+            np.save(d / "label.npy", {"semantic_seg": k - 1, "instance_seg": np.where(k > 0, k, -1)})
     return root

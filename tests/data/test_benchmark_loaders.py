@@ -11,7 +11,6 @@ from patchalign3d.data import (
     FAUST,
     DatasetFormatError,
     ObjaverseBench,
-    PartNetMobility,
     ShapeNetPart,
     ShapeNetPartH5,
     build_dataset,
@@ -22,7 +21,6 @@ from tests.data.bench_fixtures import (
     write_faust_npz,
     write_faust_satr,
     write_objaverse,
-    write_partnet,
     write_pcd,
     write_shapenetpart,
     write_shapenetpart_h5,
@@ -52,15 +50,21 @@ def test_shapenetpart_normal_layout(tmp_path):
     assert len(ShapeNetPart(root, "all", categories=["table"])) == 2
     assert len(ShapeNetPart(root, "all", limit=1)) == 1
     assert build_dataset("shapenetpart", root).name == "shapenetpart"
+    with pytest.raises(ValueError, match=r"the partnet loader takes no option \['missing'\]; its options: \["):
+        build_dataset("partnet", root, missing="skip")
 
 
 def test_shapenetpart_errors(tmp_path):
     root = write_shapenetpart(tmp_path / "snp", SHAPES)
-    (root / "04379243" / "t1.txt").unlink()
     ds = ShapeNetPart(root, "test")
+    (root / "04379243" / "t1.txt").unlink()
     with pytest.raises(DatasetFormatError, match=r"t1\.txt: missing shape file"):
-        ds[0]
-    assert [r.uid for r in ShapeNetPart(root, "test", missing="skip").records] == ["04225987/s1"]
+        ds[0]  # removed after the listing was checked
+    with pytest.raises(DatasetFormatError, match=r"1 of the 2 shapes it lists are absent \(first: .*t1\.txt\)"):
+        ShapeNetPart(root, "test")
+    partial = ShapeNetPart(root, "test", missing="skip")
+    assert [r.uid for r in partial.records] == ["04225987/s1"]
+    assert partial.skipped == [("04379243/t1", str(root / "04379243" / "t1.txt"))]
     # a chair part id inside a table file
     (root / "04225987" / "s1.txt").write_text("0 0 0 0 0 1 12\n" * 3)
     with pytest.raises(
@@ -95,8 +99,13 @@ def test_shapenetpart_shared_data(shared_data):
     for s in train:  # the skateboards carry only the deck label
         if s.category == "Skateboard":
             assert set(s.labels.tolist()) == {1}
-    with pytest.raises(DatasetFormatError, match="missing shape file"):
-        ShapeNetPart(root, "test")[1]  # the split lists 2874 shapes; the copy holds one of them
+    assert len(test.skipped) == 2873  # the split lists 2874 shapes; the copy holds one of them
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"shuffled_test_file_list\.json: 2873 of the 2874 shapes it lists are absent .*To score the 1 present "
+        r"shapes only, pass --dataset-option missing=skip",
+    ):
+        ShapeNetPart(root, "test")
 
 
 # -- ShapeNetPart, HDF5 -------------------------------------------------------------------------------------
@@ -223,32 +232,3 @@ def test_read_pcd_fields(tmp_path):
     (tmp_path / "b.pcd").write_bytes((tmp_path / "a.pcd").read_bytes()[:-8])
     with pytest.raises(DatasetFormatError, match=r"b\.pcd: binary PCD data truncated"):
         read_pcd(tmp_path / "b.pcd")
-
-
-# -- PartNet-Mobility style -------------------------------------------------------------------------------------
-def test_partnet_mobility(tmp_path):
-    root = write_partnet(
-        tmp_path / "pm",
-        {
-            "101": ("StorageFurniture", {0: "door", 1: "door", 2: "base"}, [0, 1, 2, -1]),
-            "7": ("StorageFurniture", {0: "drawer", 1: "base"}, [1, 0]),
-            "9": ("Faucet", {0: "spout"}, [0]),
-        },
-    )
-    ds = PartNetMobility(root)
-    assert [r.uid for r in ds.records] == ["7", "9", "101"]  # numeric order
-    cab = ds[2]
-    assert cab.category == "StorageFurniture"
-    assert cab.part_names == ["base", "door", "drawer"]  # the category's names, sorted
-    assert cab.labels.tolist() == [1] * 25 + [1] * 25 + [0] * 25 + [-1] * 25  # two door links are one part
-    own = PartNetMobility(root, label_space="object")[2]
-    assert own.part_names == ["door", "base"] and own.labels.tolist() == [0] * 50 + [1] * 25 + [-1] * 25
-    assert PartNetMobility(root, categories=["faucet"])[0].labels.tolist() == [0] * 100
-    (root / "9" / "point_sample" / "label-100.txt").write_text("0\n" * 99 + "5\n")
-    with pytest.raises(
-        DatasetFormatError, match=r"label-100\.txt: link indices \[5\] are not listed in semantics\.txt"
-    ):
-        PartNetMobility(root, categories=["faucet"])[0]
-    (root / "9" / "semantics.txt").write_text("spout\n")
-    with pytest.raises(DatasetFormatError, match=r"9/semantics\.txt: line 1: expected 'link_<i>"):
-        PartNetMobility(root)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import trimesh
 
-from data_engine.pipeline import DataEngineConfig, load_config
+from data_engine.config import DataEngineConfig, load_config
 from data_engine.teachers import Teacher, TeacherConfig
 
 KEYPOINTNET_MESH = "keypointnet/models/03001627/88382b877be91b2a572f8e1c1caad99e/models/model_normalized.obj"

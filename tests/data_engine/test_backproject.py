@@ -28,7 +28,7 @@ def sphere_scene():
     """A sphere seen from +z and from -z (elevation 0), its surface samples and renders."""
     sphere = trimesh.creation.icosphere(3, radius=0.6)
     points, faces = sample_surface(sphere, 2000, seed=0)
-    rig = make_rig(CameraConfig(num_views=2, elevations=[0.0], azimuth_range=[0.0, 180.0], resolution=96))
+    rig = make_rig(CameraConfig(num_views=2, elevations=[0.0], azimuth_range=[0.0, 360.0], resolution=96))
     return sphere, points, faces, rig, RaycastRenderer().render(sphere, rig)
 
 

@@ -55,7 +55,7 @@ def test_point_labels_with_unlabelled_points():
 def test_view_masks_follow_find3d_rule():
     mesh = composed_mesh()
     points, faces = sample_surface(mesh, 800, seed=2)
-    rig = make_rig(CameraConfig(num_views=2, elevations=[0.0], azimuth_range=[0.0, 180.0], resolution=64))
+    rig = make_rig(CameraConfig(num_views=2, elevations=[0.0], azimuth_range=[0.0, 360.0], resolution=64))
     render = RaycastRenderer().render(mesh, rig)
     left = np.zeros((64, 64), bool)
     left[:, :32] = True  # left half of view 0 (world x < 0)

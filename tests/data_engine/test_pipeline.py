@@ -120,7 +120,6 @@ def test_precompute_store_with_bad_files(tmp_path):
 
     train, val = (store / "train.txt").read_text().split(), (store / "val.txt").read_text().split()
     assert sorted(train + val) == good  # sidecar uids win over the path (which would be a/shape0, ...)
-    assert train == sorted(train) and val == sorted(val)
     staging = Staging(store / STAGING)
     for split, uids in (("train", train), ("val", val)):
         items = _read_split(store, split)
@@ -150,6 +149,9 @@ def test_dry_run_and_limit_through_the_cli(tmp_path, capsys):
     assert "train: 2 shapes, 0 staged, 0 failed, 2 to do" in out
     assert not (tmp_path / "store").exists()
     assert main(["precompute", "-c", str(tmp_path / "missing.yaml")]) == 2
+    capsys.readouterr()
+    assert main(["precompute", "-c", str(cfg_path), "checks.min_seen_fraction=2"]) == 2
+    assert "checks.min_seen_fraction must be in [0, 1], got 2.0" in capsys.readouterr().err
 
 
 def test_resume_after_kill(tmp_path):
@@ -238,3 +240,82 @@ def test_a_teacher_that_cannot_load_stops_the_run_cleanly(tmp_path, monkeypatch)
         not (tmp_path / "store" / "train").exists() and not (tmp_path / "store" / ".train.building").exists()
     )
     assert Staging(tmp_path / "store" / STAGING).failures() == []  # no shape is blamed for it
+
+
+def test_records_are_written_in_a_seeded_shuffled_order(tmp_path):
+    """Uid order groups categories (LitData shuffles only chunks and items within them): the engine shuffles."""
+    categories = ["airplane", "chair", "lamp", "mug"]
+    for cat in categories:
+        for i in range(4):
+            write_labelled_shape(tmp_path / "in", f"{cat}_{i:04d}", category=cat)
+    store = tmp_path / "store"
+    config = tiny_config(**{"input.paths": f"[{tmp_path / 'in'}]", "output": str(store), "split.val_fraction": 0,
+                            "camera.num_views": 2, "camera.resolution": 32})  # fmt: skip
+    precompute(config, progress=False)
+    first = [open_split(store, "train")[i]["category"] for i in range(8)]
+    assert len(set(first)) >= 3, first
+    info = read_store_info(store)
+    assert info["write_order"] == {"shuffled": True, "seed": 0}
+    assert info["stats"]["categories"]["train"] == {c: 4 for c in categories}
+    order = (store / "train.txt").read_text().split()
+
+    # The same seed gives the same order; another seed another one; none (uid order) groups the categories.
+    assert precompute(config, progress=False)["written"]["train"] == order
+    config.write_order_seed = 1
+    assert precompute(config, progress=False)["written"]["train"] != order
+    config.write_order_seed = None
+    precompute(config, progress=False)
+    assert [open_split(store, "train")[i]["category"] for i in range(8)] == ["airplane"] * 4 + ["chair"] * 4
+    assert read_store_info(store)["write_order"] == {"shuffled": False, "seed": None}
+
+
+def _write_find3d(folder: Path, points: np.ndarray) -> None:
+    folder.mkdir(parents=True)
+    torch.save(torch.from_numpy(points), folder / "points.pt")
+    torch.save(torch.from_numpy(np.stack([points[:, 0] < 0, points[:, 0] >= 0])), folder / "mask2points.pt")
+    (folder / "mask_labels.txt").write_text("left\nright\n")
+
+
+def test_given_points_off_the_mesh_fail_the_shape(tmp_path):
+    """Find3D points normalised another way would be hidden by the nearest-neighbour fill: they fail the shape."""
+    from data_engine.mesh import normalize_mesh, sample_surface
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for uid in ("good", "scaled"):
+        composed_mesh().export(inputs / f"{uid}.ply")
+    points, _ = sample_surface(normalize_mesh(composed_mesh())[0], 300, seed=1)
+    _write_find3d(tmp_path / "find3d" / "good", points)
+    _write_find3d(tmp_path / "find3d" / "scaled", points * 1.2)  # e.g. a unit-sphere normalisation
+    config = tiny_config(**{"input.paths": f"[{inputs}]", "output": str(tmp_path / "store"), "split.val_fraction": 0,
+                            "labels.find3d_root": str(tmp_path / "find3d")})  # fmt: skip
+    summary = precompute(config, progress=False)
+    assert summary["written"]["train"] == ["good"]
+    (note,) = json.loads((tmp_path / "store" / "report.json").read_text())["failed"]
+    assert note["uid"] == "scaled" and "ShapeCheckError" in note["reason"]
+    assert "points.pt" in note["reason"] and "checks.max_point_distance=0.01" in note["reason"]
+
+    # The tolerance is a setting (null skips the check); failed shapes are checked again with --retry-failed.
+    config.checks.max_point_distance = 0.5
+    assert sorted(precompute(config, progress=False, retry_failed=True)["written"]["train"]) == ["good", "scaled"]
+
+
+def test_shapes_few_views_see_are_listed_as_warnings(tmp_path):
+    _write_inputs(tmp_path / "in", 2)
+    store = tmp_path / "store"
+    config = tiny_config(**{"input.paths": f"[{tmp_path / 'in'}]", "output": str(store), "split.val_fraction": 0,
+                            "camera.num_views": 1})  # fmt: skip
+    precompute(config, progress=False)
+    report = json.loads((store / "report.json").read_text())
+    staging = Staging(store / STAGING)
+    seen = [json.loads(staging.read_field(u, "meta"))["seen_fraction"] for u in ("shape0", "shape1")]
+    assert all(f < 0.5 for f in seen)  # one view sees less than half of a solid
+    assert [w["uid"] for w in report["warnings"]] == [u for u in (store / "train.txt").read_text().split()]
+    assert "checks.min_seen_fraction is 50%" in report["warnings"][0]["reason"]
+    assert report["failed"] == [] and report["done"] == 2
+    hist = read_store_info(store)["stats"]["seen_fraction"]
+    assert sum(hist["counts"]) == 2 and len(hist["bin_edges"]) == 11
+
+    config.checks.min_seen_fraction = 0.0
+    precompute(config, progress=False)
+    assert json.loads((store / "report.json").read_text())["warnings"] == []

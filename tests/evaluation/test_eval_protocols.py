@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from patchalign3d.data.shapenetpart import SHAPENETPART_PARTS
+from patchalign3d.evaluation.cli import load_config
 from patchalign3d.evaluation.protocols import (
+    PromptTable,
     Protocol,
     benchmark_protocol,
     load_prompt_table,
@@ -16,7 +18,6 @@ from patchalign3d.evaluation.protocols import (
     sample_points,
     shape_rng,
 )
-from patchalign3d.evaluation.runner import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,9 @@ def test_prompt_tables():
     assert load_prompt_table("find3d").prompts("human", ["arm", "head"]) == ["arm", "head"]
     with pytest.raises(ValueError, match="lists 4 prompts for 'Chair' but its label space has 3 parts"):
         load_prompt_table("find3d").prompts("Chair", chair[:3])
+    with pytest.raises(ValueError, match="lists 3 prompts for 'Chair' but its label space has 4 parts"):
+        PromptTable("short", {"Chair": ["a", "b", "c"]}).prompts("Chair", chair)
+    assert PromptTable("short", {"Chair": ["a", "b", "c"]}, allow_fewer=True).prompts("Chair", chair) == ["a", "b", "c"]
     with pytest.raises(ValueError, match="neither one of"):
         load_prompt_table("pointclip")
 
@@ -113,14 +117,36 @@ def test_benchmark_protocols_and_configs():
     faust = benchmark_protocol("faust")
     assert (faust.normalize, faust.metric, faust.points) == (False, "pointbert", None)
     assert benchmark_protocol("objaverse").metric == "find3d"
-    for name in ("shapenetpart", "faust", "objaverse", "shapenetpart_find3d"):
+    for name in ("shapenetpart", "faust", "objaverse", "partnete", "shapenetpart_find3d", "partnete_find3d"):
         cfg = load_config(REPO / "configs" / "eval" / f"{name}.yaml")
-        proto = Protocol.from_dict({**benchmark_protocol(cfg["benchmark"]).to_dict(), **cfg["protocol"]})
-        if name in ("shapenetpart", "faust"):  # the configs spell out the paper's protocol in full
+        preset = cfg["protocol"].get("preset", "paper")
+        proto = Protocol.from_dict({**benchmark_protocol(cfg["benchmark"], preset).to_dict(), **cfg["protocol"]})
+        if name in ("shapenetpart", "faust", "partnete"):  # the configs spell out the paper's protocol in full
             assert proto == benchmark_protocol(name)
-    assert (
-        load_config(REPO / "configs" / "eval" / "shapenetpart_find3d.yaml")["protocol"]["prompts"] == "find3d"
-    )
+        elif name.endswith("find3d"):  # the Find3D configs name the preset only
+            assert proto == benchmark_protocol(cfg["benchmark"], preset)
+    assert benchmark_protocol("partnete").unlabelled == "count"
+
+
+def test_presets():
+    for name in ("shapenetpart", "objaverse", "partnete", "partnet"):
+        assert benchmark_protocol(name, "release") == Protocol(
+            **{**benchmark_protocol(name).to_dict(), "preset": "release"}
+        )
+    release_faust = benchmark_protocol("faust", "release")  # the released script draws 2048 vertices
+    assert (release_faust.points, release_faust.replace, release_faust.normalize) == (2048, False, False)
+    f3d = benchmark_protocol("shapenetpart", "find3d")
+    assert (f3d.prompts, f3d.prompt_template, f3d.rotation, f3d.subset, f3d.points, f3d.metric) == (
+        "find3d", "{part} of a {category}", "find3d", "find3d", None, "find3d")
+    assert not f3d.none_if_negative and benchmark_protocol("partnete", "find3d").none_if_negative
+    assert benchmark_protocol("objaverse", "find3d").none_if_negative
+    with pytest.raises(ValueError, match="unknown protocol preset 'mine'"):
+        benchmark_protocol("faust", "mine")
+    with pytest.raises(ValueError, match="subset must be one of"):
+        Protocol(subset="half")
+    # the release names its zero-logit rule "membership"; elsewhere "membership" is the nearest-centre one
+    assert Protocol(preset="release", assign="membership").assign == "membership_release"
+    assert Protocol(assign="membership").assign == "membership"
 
 
 def test_config_errors(tmp_path):

@@ -12,8 +12,9 @@ import torch
 from patchalign3d.data import build_dataset
 from patchalign3d.evaluation import EvalDataset, Protocol, evaluate, evaluate_main, make_dataloader
 from patchalign3d.model import patchalign3d_tiny
-from patchalign3d.text import TextBank, TextEncoder
-from tests.data.bench_fixtures import write_faust_npz, write_objaverse, write_shapenetpart
+from patchalign3d.text import ENSEMBLE_TEMPLATES, TextBank, TextEncoder, UnknownTextEncoderError
+from tests.data.bench_fixtures import write_faust_npz, write_objaverse, write_partnete, write_shapenetpart
+from tests.evaluation.tiny_models import constant_model, onehot
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = [
@@ -22,22 +23,6 @@ SHAPES = [
     ("Skateboard", "s1", "test", [30, 70, 0]),
 ]
 PROMPTS = ["desktop", "leg or support", "drawer", "wheel", "deck", "belt for foot"]
-
-
-def onehot(i: int, dim: int = 64) -> torch.Tensor:
-    v = torch.zeros(dim)
-    v[i] = 1.0
-    return v
-
-
-def constant_model():
-    """Every patch embeds to e0, so every point takes the first candidate whose text is e0 (exact ties avoided)."""
-    torch.manual_seed(0)
-    m = patchalign3d_tiny()
-    with torch.no_grad():
-        m.proj.weight.zero_()
-        m.proj.bias.copy_(onehot(0))
-    return m.eval()
 
 
 def texts(first_parts: set[str]) -> dict[str, torch.Tensor]:
@@ -331,5 +316,59 @@ def test_text_encoder_templates(snp_root, tiny_model):
     emb = PromptEmbedder(enc, tiny_model, "category")
     assert emb.per_category and emb(["leg or support", "drawer"], "Table").shape == (2, 64)
     assert "a leg or support of a table" in enc.seen and "drawer of table" in enc.seen
-    with pytest.raises(ValueError, match="needs a text encoder: a text bank holds fixed embeddings"):
+    # a part-only bank cannot serve category templates, and this one does not say which encoder built it
+    with pytest.raises(UnknownTextEncoderError, match="does not say which text encoder"):
         PromptEmbedder(TextBank(["a"], torch.ones(1, 64)), tiny_model, "category")
+
+
+def test_release_text_banks_in_an_evaluation(snp_root, tiny_model, tmp_path):
+    """Banks as the release's build_text_bank.py writes them: part-only, and part+category keyed 'name||cat'."""
+    from patchalign3d.evaluation import PromptEmbedder
+
+    parts = {"table": ["desktop", "leg or support", "drawer"], "skateboard": ["wheel", "deck", "belt for foot"]}
+    meta = {"text_dim": 64, "backend": "clip", "clip_model": "ViT-B-16", "clip_pretrained": "laion2b_s34b_b88k"}
+    g = torch.Generator().manual_seed(0)
+    pair_keys = [f"{p}||{c}" for c, ps in parts.items() for p in ps]
+    paired = {"keys": pair_keys, "emb": torch.nn.functional.normalize(torch.randn(6, 64, generator=g), dim=1),
+              "meta": meta}
+    torch.save(paired, tmp_path / "textbank_part_plus_cat.pt")
+    bank = TextBank.load(tmp_path / "textbank_part_plus_cat.pt")
+    r = evaluate("shapenetpart", snp_root, model=tiny_model, text=bank, protocol=Protocol())
+    assert r["text"]["kind"] == "text_bank" and r["text"]["paired"] and r["text"]["bank_embeddings_used"]
+    embed = PromptEmbedder(bank, tiny_model)
+    assert torch.equal(embed(["drawer", "desktop"], "Table"), paired["emb"][[2, 0]])
+    # the ensemble needs an encoder: the one the bank's metadata names is built (here MiniLM, 384-d) and must
+    # match the bank's width
+    minilm_meta = {"text_dim": 64, "backend": "transformers", "model": "sentence-transformers/all-MiniLM-L6-v2"}
+    with pytest.raises(ValueError, match="bank is 64-d but the encoder its metadata names .*384-d"):
+        PromptEmbedder(TextBank(pair_keys, paired["emb"], minilm_meta), tiny_model, "ensemble")
+    wide = patchalign3d_tiny(text_dim=384).eval()
+    minilm_bank = TextBank.build(["desktop"], "minilm")
+    embed = PromptEmbedder(minilm_bank, wide, "ensemble")
+    assert embed.describe()["encoder"] == minilm_bank.meta["encoder"] and embed.per_category
+    expect = TextBank.build(["drawer"], "minilm", templates=ENSEMBLE_TEMPLATES, category="table")
+    assert torch.allclose(embed(["drawer"], "Table"), expect.emb)
+
+
+def test_cli_partnete_partial_copy(tmp_path, tiny_model, capsys):
+    """`patchalign3d evaluate partnete --root ROOT` on PartSLIP's layout, one object's labels absent."""
+    from patchalign3d.model.checkpoint import export_released
+
+    meta = {"Bottle": ["lid"], "Chair": ["arm", "back", "leg", "seat", "wheel"]}
+    objects = {"Chair": {"179": [5, 10, 0, 3, 12, 0], "40067": [2, 0, 8, 4, 6, 10]}, "Bottle": {"3380": [7, 33]}}
+    root = write_partnete(tmp_path / "pne", objects, meta, nested=True)
+    (root / "data" / "test" / "Chair" / "40067" / "label.npy").unlink()
+    ckpt = export_released(tiny_model, tmp_path / "tiny.pt")
+    names = ["lid", *meta["Chair"]]
+    TextBank(names, torch.nn.functional.normalize(torch.randn(6, 64), dim=-1)).save(tmp_path / "bank.pt")
+    base = ["partnete", "--root", str(root), "--checkpoint", str(ckpt), "--text-bank", str(tmp_path / "bank.pt")]
+    assert evaluate_main(base) == 1
+    err = capsys.readouterr().err
+    assert "1 of the 3 shapes it lists are absent" in err and "--dataset-option missing=skip" in err
+    out = tmp_path / "out.json"
+    assert evaluate_main([*base, "--dataset-option", "missing=skip", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2/2 shapes scored (1 absent from this copy, left out)" in printed
+    report = json.loads(out.read_text())
+    assert report["dataset"]["missing"] == "skip" and [s["uid"] for s in report["dataset"]["skipped"]] == ["Chair/40067"]
+    assert report["protocol"]["unlabelled_effective"] == "count" and report["dataset"]["categories"] == ["Bottle", "Chair"]

@@ -115,6 +115,19 @@ def test_bad_input_raises(tiny_store, tmp_path):
         ShapeTransform()(bad)
 
 
+def test_recipe_switches_reach_the_transforms(tiny_store):
+    """sampling and augment are DataModule options (so configs and the CLI can set them)."""
+    dm = _dm(tiny_store, sampling="mask_aware", min_per_label=8, augment="release")
+    assert (dm.train_transform.sampling, dm.train_transform.min_per_label, dm.train_transform.augment) == (
+        "mask_aware", 8, "release")
+    assert dm.eval_transform.sampling == "mask_aware" and dm.eval_transform.augment is None
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["points"].shape[1:] == (64, 3) and batch["labels"].shape[:2] == (4, 64)
+    with pytest.raises(ValueError, match="unknown augment 'strong'"):
+        _dm(tiny_store, augment="strong")
+
+
 def test_validation_split_is_fixed(tiny_store):
     dm = _dm(tiny_store)
     dm.setup("validate")

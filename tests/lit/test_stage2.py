@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from patchalign3d.lit import Stage2Module, StoreDataModule, resolve_trainable
 from patchalign3d.model.checkpoint import load_model
@@ -114,3 +115,28 @@ def test_bank_problems_are_reported(tiny_store, tmp_path):
     wide = write_text_bank(tmp_path / "wide.pt", dm.part_names(), dim=32)
     with pytest.raises(ValueError, match="text_dim=32"):
         fit_quietly(stage2(wide), dm, max_steps=1)
+
+
+def test_negatives_follow_the_loss_unless_set():
+    from patchalign3d.lit.stage2 import DEFAULT_NEGATIVES
+
+    assert Stage2Module(**TINY, text_dim=64, loss="release").negatives == "shape"  # as released: K - 1 per shape
+    assert Stage2Module(**TINY, text_dim=64, loss="release", negatives="batch").negatives == "batch"
+    assert Stage2Module(**TINY, text_dim=64, loss="siglip").negatives == DEFAULT_NEGATIVES["siglip"]
+    with pytest.raises(ValueError, match="unknown negatives 'all'"):
+        Stage2Module(**TINY, text_dim=64, negatives="all")
+
+
+@pytest.mark.parametrize("loss", ["siglip", "release"])
+def test_shapes_without_names_are_skipped_and_counted(tiny_store, tiny_bank, loss):
+    """A shape with no part names trains nothing and is counted; a batch without any name is no crash."""
+    batch = fixed_batch(tiny_store, with_features=False)
+    nameless = dict(batch, text_mask=batch["text_mask"].clone(), labels=batch["labels"].clone())
+    nameless["text_mask"][1] = False
+    nameless["labels"][1] = False
+    empty = dict(batch, texts=[], text_mask=batch["text_mask"][:, :0], labels=batch["labels"][..., :0])
+    module = stage2(tiny_bank, loss=loss, negatives="shape")
+    with pytest.warns(UserWarning, match=r"no part names to be scored against \(first: 'train-0001'\)"):
+        trainer = fit_quietly(module, DataLoader([nameless, nameless, empty], batch_size=None), max_epochs=1)
+    assert trainer.callback_metrics["train/shapes_without_names"].item() == 1 + 1 + 4
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])

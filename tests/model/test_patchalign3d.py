@@ -64,6 +64,10 @@ def test_point_logits_modes_by_hand():
     assert torch.equal(near[0], torch.tensor([[1.0, 0], [0, 2], [0, 2]]))
     memb = PatchAlign3D.point_logits(points, patches, logits, "membership")
     assert torch.allclose(memb[0], torch.tensor([[0.5, 1.0], [0.5, 1.0], [0.0, 2.0]]))
+    # the release's rule: the same means, but the point in no patch gets all-zero logits (argmax: label 0)
+    rel = PatchAlign3D.point_logits(points, patches, logits, "membership_release")
+    assert torch.allclose(rel[0], torch.tensor([[0.5, 1.0], [0.5, 1.0], [0.0, 0.0]]))
+    assert rel[0].argmax(-1).tolist() == [1, 1, 0]
     interp = PatchAlign3D.point_logits(points, patches, logits, "interpolate")
     w0, w1 = 1 / 0.1, 1 / 0.9  # inverse distances of point 0 to the two centres
     expect = (w0 * logits[0, 0] + w1 * logits[0, 1]) / (w0 + w1)

@@ -14,9 +14,11 @@ import torch.nn.functional as F
 from patchalign3d.text import (
     CATEGORY_TEMPLATES,
     DEFAULT_TEMPLATES,
+    ENSEMBLE_TEMPLATES,
     MissingPartNamesError,
     TextBank,
     TextEncoder,
+    UnknownTextEncoderError,
     clean_name,
     validate_part_names,
 )
@@ -149,6 +151,8 @@ def test_build_with_category_templates():
     assert set(enc.seen) == {"a leg of a office chair", "the leg of a office chair", "leg of office chair",
                              "a leg part of a office chair"}
     assert bank.meta["category"] == "office chair"
+    assert bank.names == ["leg||office chair"]  # keyed as the release keys its part+category banks
+    assert torch.equal(bank.lookup(["Leg"], category="Office_Chair"), bank.emb)
     with pytest.raises(ValueError, match="category"):
         TextBank.build(["leg"], enc, templates=CATEGORY_TEMPLATES, cache_dir=False)
     with pytest.raises(ValueError, match="template"):
@@ -306,3 +310,58 @@ def test_missing_names_are_all_reported():
         bank["tail"]
     with pytest.raises(TypeError):
         bank.lookup("wing")
+
+
+# ------------------------------------------------------------------------------------- the release's banks
+
+
+def _release_bank(keys: list[str], d: int = 4, **meta) -> dict:
+    """A bank as the release's tools/build_text_bank.py writes it (backend "clip")."""
+    emb = F.normalize(torch.randn(len(keys), d, generator=torch.Generator().manual_seed(1)), dim=1)
+    return {"keys": keys, "emb": emb, "meta": {"text_dim": d, "backend": "clip", "clip_model": "ViT-B-16",
+                                                "clip_pretrained": "laion2b_s34b_b88k", **meta}}
+
+
+def test_release_part_only_bank_names_its_openclip_encoder(tmp_path):
+    torch.save(_release_bank(["seat", "back"]), tmp_path / "textbank_part_only.pt")
+    bank = TextBank.load(tmp_path / "textbank_part_only.pt")
+    assert bank.encoder_spec() == "openclip:ViT-B-16/laion2b_s34b_b88k"
+    assert not bank.paired
+    # a category does not matter to a bank keyed by part names alone
+    assert torch.equal(bank.lookup(["back"], category="chair"), bank.emb[1:])
+
+
+def test_release_part_plus_category_bank(tmp_path):
+    data = _release_bank(["seat||chair", "leg||chair", "leg||table"])
+    torch.save(data, tmp_path / "textbank_part_plus_cat.pt")
+    bank = TextBank.load(tmp_path / "textbank_part_plus_cat.pt")
+    assert bank.paired
+    assert torch.equal(bank.lookup(["Leg", "seat"], category="Chair"), data["emb"][[1, 0]])
+    assert torch.equal(bank.lookup(["leg"], category="table"), data["emb"][[2]])
+    assert torch.equal(bank["leg||table"], data["emb"][2]) and torch.equal(bank["Leg||Table"], data["emb"][2])
+    with pytest.raises(MissingPartNamesError, match=r"'arm\|\|chair'") as info:
+        bank.lookup(["seat", "arm"], category="chair")
+    assert info.value.missing == ["arm||chair"]
+    with pytest.raises(MissingPartNamesError, match="look names up with category"):
+        bank.lookup(["seat"])
+
+
+def test_bank_whose_encoder_cannot_be_told_refuses():
+    for meta in ({}, {"backend": "clip"}, {"backend": "mystery", "text_dim": 4}):
+        bank = TextBank(["seat"], torch.ones(1, 4), meta)
+        with pytest.raises(UnknownTextEncoderError, match="does not say which text encoder"):
+            bank.encoder_spec()
+
+
+def test_ensemble_templates_average_all_seven_prompts_by_hand():
+    """The release's "ensemble" setting: four category templates and three part templates, each prompt
+    normalised, the seven averaged and renormalised."""
+    enc = WordCountEncoder()
+    bank = TextBank.build(["leg"], enc, templates=ENSEMBLE_TEMPLATES, category="chair", cache_dir=False)
+    prompts = ["a leg of a chair", "the leg of a chair", "leg of chair", "a leg part of a chair",
+               "leg", "a leg", "leg part"]
+    assert sorted(enc.seen) == sorted(prompts)
+    unit = [np.array([1.0, len(p.split()) - 1.0]) / math.hypot(1.0, len(p.split()) - 1.0) for p in prompts]
+    mean = np.mean(unit, axis=0)
+    assert np.allclose(bank.lookup(["leg"], category="chair")[0].numpy(), mean / np.linalg.norm(mean), atol=1e-6)
+    assert ENSEMBLE_TEMPLATES == CATEGORY_TEMPLATES + DEFAULT_TEMPLATES

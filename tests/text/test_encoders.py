@@ -324,4 +324,28 @@ def test_spec_from_meta_rebuilds_the_encoder_a_checkpoint_names():
     assert spec_from_meta({"backend": "open_clip", "clip_model": "ViT-bigG-14", "clip_pretrained": "laion2b_s39b_b160k"}) \
         == "openclip:ViT-bigG-14/laion2b_s39b_b160k"
     assert spec_from_meta({"backend": "open_clip", "clip_model": "ViT-B-32", "clip_pretrained": None}) == "openclip:ViT-B-32/random"
-    assert spec_from_meta(None) is None and spec_from_meta({"backend": "?"}) is None
+    # the release's text banks say backend "clip" (open_clip under another name)
+    assert spec_from_meta({"text_dim": 512, "backend": "clip", "clip_model": "ViT-B-16",
+                           "clip_pretrained": "laion2b_s34b_b88k"}) == "openclip:ViT-B-16/laion2b_s34b_b88k"
+    assert spec_from_meta({"spec": "minilm"}) == "minilm"
+    assert spec_from_meta(None) is None and spec_from_meta({}) is None
+
+
+def test_spec_from_meta_refuses_what_it_cannot_tell():
+    from patchalign3d.text import UnknownTextEncoderError, spec_from_meta
+
+    for meta in ({"backend": "?"}, {"backend": "clip", "clip_model": "ViT-B-16"}, {"text_dim": 512}):
+        with pytest.raises(UnknownTextEncoderError, match="does not say which text encoder"):
+            spec_from_meta(meta, source="bank.pt")
+
+
+def test_segment_refuses_a_checkpoint_whose_text_encoder_cannot_be_told():
+    """No silent fallback to the default encoder: its embeddings would live in another space."""
+    import patchalign3d as pa
+    from patchalign3d.model import patchalign3d_tiny
+    from patchalign3d.text import UnknownTextEncoderError
+
+    model = patchalign3d_tiny().eval()
+    model.text_meta = {"backend": "clip", "clip_model": "ViT-B-16"}  # no pretrained tag: which weights?
+    with pytest.raises(UnknownTextEncoderError, match="does not say which text encoder"):
+        pa.segment(torch.rand(64, 3).numpy(), ["a", "b"], model=model)
