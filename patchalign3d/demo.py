@@ -30,10 +30,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
+
+if TYPE_CHECKING:
+    from data_engine.config import DataEngineConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TEACHER = "vit_small_patch14_dinov2.lvd142m"
@@ -125,7 +128,21 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
         if section == "size" and rest not in fields:
             raise ValueError(f"--set {pair!r}: size has no field {rest!r}; fields: {sorted(fields)}")
         settings[section][rest] = raw if section == "data" else yaml.safe_load(raw)
+    if settings["data"]:
+        _check_data_settings(settings["data"])
     return settings
+
+
+def _check_data_settings(overrides: dict[str, str]) -> None:
+    """A ``data.*`` key or value the data engine does not take is refused before any shape is made."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from data_engine.config import load_config
+
+    try:
+        load_config(_configs_dir() / "data" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    except OmegaConfBaseException as err:
+        raise ValueError(f"--set data.{getattr(err, 'full_key', '')}: {str(err).splitlines()[0]}") from None
 
 
 def _set_dotted(cfg: dict[str, Any], dotted: str, value: Any) -> None:
@@ -181,11 +198,12 @@ def generate_shapes(out: Path, size: DemoSize, seed: int, tune: bool = False) ->
     return roots
 
 
-def build_store(out: Path, roots: dict[str, Path], teacher: dict[str, Any], overrides: dict[str, str]) -> tuple[Path, dict]:
-    from data_engine.pipeline import load_config, precompute
+def data_config(out: Path, teacher: dict[str, Any], overrides: dict[str, str]) -> DataEngineConfig:
+    """``configs/data/demo.yaml`` with this run's folders, splits, teacher and ``data.*`` overrides."""
+    from data_engine.pipeline import load_config
 
     config = load_config(_configs_dir() / "data" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
-    config.input.paths = [str(roots["trainval"])]
+    config.input.paths = [str(out / "shapes" / "trainval")]
     config.input.uid = "stem"
     config.input.category_level = 0
     config.output = str(out / "store")
@@ -193,6 +211,12 @@ def build_store(out: Path, roots: dict[str, Path], teacher: dict[str, Any], over
     config.split.val_file = str(out / "shapes" / "val.txt")
     config.teacher.name = teacher["name"]
     config.teacher.pretrained = teacher["pretrained"]
+    return config
+
+
+def build_store(out: Path, config: DataEngineConfig) -> tuple[Path, dict]:
+    from data_engine.pipeline import precompute
+
     (out / "configs").mkdir(parents=True, exist_ok=True)
     (out / "configs" / "data.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
     summary = precompute(config, progress=True)
@@ -371,6 +395,7 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     """
     import torch
 
+    from data_engine.pipeline import records_fingerprint
     from patchalign3d.model.checkpoint import export_checkpoint, load_model
 
     settings = settings or parse_settings([])
@@ -384,7 +409,10 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     if text["spec"] == "minilm":
         _say("OpenCLIP ViT-bigG-14 weights are not cached: part names are encoded with the offline MiniLM model.")
     shapes = {k: v for k, v in asdict(size).items() if k.endswith("_per_category") or k == "rotate"}
-    _reset_if_changed(out, {"seed": seed, "shapes": shapes, "data": settings["data"], "teacher": teacher})
+    store_config = data_config(out, teacher, settings["data"])
+    # The records' own fingerprint, so a store of an older data engine (other camera angles, say) is remade
+    # instead of refused.
+    _reset_if_changed(out, {"seed": seed, "shapes": shapes, "store": records_fingerprint(store_config)})
     torch.manual_seed(seed)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -397,7 +425,7 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
         return result
 
     roots = step("generate", generate_shapes, out, size, seed, tune)
-    store, store_summary = step("data_engine", build_store, out, roots, teacher, settings["data"])
+    store, store_summary = step("data_engine", build_store, out, store_config)
     ckpt1 = step("stage1", train_stage, "stage1", _stage_config(
         "stage1", out, store, size.stage1_epochs, text, None, seed, settings["stage1"]), reuse=True)
     ckpt2 = step("stage2", train_stage, "stage2", _stage_config(
