@@ -29,7 +29,8 @@ class TeacherConfig:
         name: timm model name with pretrained tag, e.g. ``vit_base_patch14_dinov2.lvd142m`` (DINOv2 sizes and
             ``_reg4_`` variants, ``vit_base_patch16_224.dino``, ``vit_base_patch16_clip_224.openai``, ...).
         pretrained: load the published weights through timm (Hugging Face cache). ``False`` gives random
-            weights, for tests and benchmarks only; it is written into every record's metadata.
+            weights (always the same ones: seeded), for tests and benchmarks only; it is written into every
+            record's metadata.
         weights_file: local checkpoint used instead of the download (timm ``pretrained_cfg_overlay``).
         img_size: square input size of the teacher (renders are resized to it; 518 for DINOv2 as released).
         interpolation: how the patch grid is read at pixel positions, ``bicubic`` (release) or ``bilinear``.
@@ -76,7 +77,10 @@ def create_backbone(config: TeacherConfig) -> torch.nn.Module:
     if config.weights_file:
         kwargs["pretrained_cfg_overlay"] = {"file": config.weights_file}
     try:
-        model = timm.create_model(config.name, pretrained=config.pretrained, **kwargs)
+        # Random weights come from a fixed seed, so every process and every run builds the same teacher.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = timm.create_model(config.name, pretrained=config.pretrained, **kwargs)
     except (OSError, RuntimeError, ValueError) as err:  # HF offline/cache misses are OSErrors
         if not config.pretrained:
             raise

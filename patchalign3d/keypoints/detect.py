@@ -20,6 +20,7 @@ import torch
 
 from patchalign3d.keypoints.geodesic import geodesic_nms, knn_graph
 from patchalign3d.keypoints.result import Keypoints
+from patchalign3d.precision import DEFAULT_DTYPE
 
 MODES = ("zero_shot", "few_shot", "lift")
 
@@ -147,7 +148,7 @@ def detect_keypoints(
     normalize: bool = True,
     up_axis: str = "y",
     device: str | None = None,
-    dtype: str = "float32",
+    dtype: str = DEFAULT_DTYPE,
     seed: int = 0,
     **lift_options: Any,
 ) -> Keypoints:

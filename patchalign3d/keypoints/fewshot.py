@@ -26,6 +26,7 @@ import torch
 from patchalign3d.keypoints.detect import as_shape, diagonal, pick_peaks
 from patchalign3d.keypoints.geodesic import knn_graph
 from patchalign3d.keypoints.result import Keypoints
+from patchalign3d.precision import DEFAULT_DTYPE
 
 FEATURES = ("tokens", "embeddings")
 VARIANTS = ("prototype", "nearest")
@@ -75,7 +76,7 @@ class KeypointPrototypes:
         normalize: bool = True,
         up_axis: str = "y",
         device: str | None = None,
-        dtype: str = "float32",
+        dtype: str = DEFAULT_DTYPE,
     ) -> None:
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")

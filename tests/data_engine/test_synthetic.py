@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import trimesh
 from data_engine import synthetic
 from data_engine.synthetic import (
     CATEGORIES,
+    HARD_HELDOUT_CATEGORIES,
     HELDOUT_CATEGORIES,
     MIN_PART_SHARE,
     TRAIN_CATEGORIES,
@@ -35,8 +35,8 @@ def _label_areas(shape: synthetic.SyntheticShape) -> np.ndarray:
     return np.bincount(shape.face_labels, weights=shape.mesh.area_faces, minlength=len(shape.part_names))
 
 
-def _part_centroid(shape: synthetic.SyntheticShape, name: str) -> np.ndarray:
-    mask = shape.face_labels == shape.part_names.index(name)
+def _part_centroid(shape: synthetic.SyntheticShape, kind: str) -> np.ndarray:
+    mask = shape.face_labels == shape.part_kinds.index(kind)
     weights = shape.mesh.area_faces[mask]
     return (shape.mesh.triangles_center[mask] * weights[:, None]).sum(0) / weights.sum()
 
@@ -53,9 +53,9 @@ def _count_pieces(shape: synthetic.SyntheticShape, name: str) -> int:
 def test_registry_and_split_constants():
     assert len(ALL) >= 10 and ALL == sorted(CATEGORIES)
     assert isinstance(TRAIN_CATEGORIES, tuple) and isinstance(HELDOUT_CATEGORIES, tuple)
-    assert not set(TRAIN_CATEGORIES) & set(HELDOUT_CATEGORIES)
-    assert set(TRAIN_CATEGORIES) | set(HELDOUT_CATEGORIES) == set(ALL)
-    assert HELDOUT_CATEGORIES and TRAIN_CATEGORIES
+    groups = [set(TRAIN_CATEGORIES), set(HELDOUT_CATEGORIES), set(HARD_HELDOUT_CATEGORIES)]
+    assert sum(len(g) for g in groups) == len(ALL) and set().union(*groups) == set(ALL)
+    assert HELDOUT_CATEGORIES and HARD_HELDOUT_CATEGORIES and len(TRAIN_CATEGORIES) >= 15
     for category in ALL:
         parts = category_parts(category)
         assert 2 <= len(parts) <= 6 and len(set(parts)) == len(parts)
@@ -67,13 +67,31 @@ def test_shared_names_enable_transfer():
     for category in ALL:
         for name in category_parts(category):
             users.setdefault(name, set()).add(category)
-    for name in ("leg", "body", "handle", "wheel", "seat"):
+    for name in ("leg", "body", "handle", "wheel", "seat", "frame", "mattress", "pillow"):
         assert len(users[name]) >= 2, name
-    # what the generator actually produces, not just what it declares
-    seen = {c: {n for s in SEEDS for n in make_shape(c, s).part_names} for c in ALL}
+    # what the generator actually produces (names drawn among synonyms), not just what it declares
+    seen = {c: {n for s in range(12) for n in make_shape(c, s).part_names} for c in ALL}
     train_names = set().union(*(seen[c] for c in TRAIN_CATEGORIES))
-    for category in HELDOUT_CATEGORIES:
-        assert len(seen[category] & train_names) >= 2, category
+    declared = {n for c in TRAIN_CATEGORIES for k in category_parts(c) for n in CATEGORIES[c].names_of(k)}
+    assert {"tire", "saddle", "handlebar", "cushion"} <= declared  # synonyms are trained too
+    assert train_names <= declared
+    for category in HELDOUT_CATEGORIES:  # new arrangements of trained parts: at most one new name
+        assert len(seen[category] - train_names) <= 1, (category, seen[category] - train_names)
+    for category in HARD_HELDOUT_CATEGORIES:  # the hard case: at most one trained name
+        assert len(seen[category] & train_names) <= 1, (category, seen[category] & train_names)
+
+
+def test_synonyms_name_parts_without_changing_geometry():
+    shapes = [make_shape("bicycle", s) for s in range(16)]
+    assert {s.part_names[0] for s in shapes} == {"wheel", "tire"}
+    assert {s.part_names[2] for s in shapes} == {"saddle", "seat"}
+    for s in shapes:
+        assert s.part_kinds == ["wheel", "frame", "saddle", "handle"]
+        for name, kind in zip(s.part_names, s.part_kinds):
+            assert name in CATEGORIES["bicycle"].names_of(kind)
+    # a category without synonyms keeps its canonical names
+    table = make_shape("table", 0)
+    assert table.part_names == table.part_kinds
 
 
 # ---------------------------------------------------------------------------- single shapes
@@ -87,9 +105,10 @@ def test_shape_invariants(category):
         assert shape.category == category and shape.uid == f"{category}_{seed:04d}"
         assert 2 <= k <= 6
         assert all(CLEAN_NAME.match(n) for n in shape.part_names)
-        # part names follow the category's declared order
+        # parts follow the category's declared order, each under one of its names
         declared = category_parts(category)
-        order = [declared.index(n) for n in shape.part_names]
+        order = [declared.index(n) for n in shape.part_kinds]
+        assert all(n in CATEGORIES[category].names_of(k) for n, k in zip(shape.part_names, shape.part_kinds))
         assert order == sorted(order)
         assert labels.dtype == np.int64 and labels.shape == (len(mesh.faces),)
         assert set(np.unique(labels)) == set(range(k))
@@ -115,7 +134,7 @@ def test_deterministic_per_seed():
 def test_shapes_are_y_up():
     # parts listed from top to bottom
     stacks = {"table": ["top", "leg"], "human": ["head", "torso", "leg"], "lamp": ["shade", "pole", "base"],
-              "bicycle": ["seat", "wheel"], "bottle": ["cap", "neck", "body"]}
+              "bicycle": ["saddle", "wheel"], "windmill": ["roof", "tower", "base"], "bottle": ["cap", "neck", "body"]}
     for category, parts in stacks.items():
         for seed in SEEDS:
             shape = make_shape(category, seed)
@@ -207,7 +226,7 @@ def test_write_dataset_round_trip(tmp_path):
         np.testing.assert_array_equal(sidecar["face_labels"], shape.face_labels)
         assert sidecar["part_names"] == shape.part_names
     splits = json.loads((tmp_path / "splits.json").read_text())
-    assert splits == {"train_categories": ["mug"], "heldout_categories": ["bicycle"]}
+    assert splits == {"train_categories": ["mug"], "heldout_categories": ["bicycle"], "hard_heldout_categories": []}
     assert not list(tmp_path.rglob("*.tmp"))
 
 

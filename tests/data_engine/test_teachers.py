@@ -93,3 +93,16 @@ def test_dtype_auto_follows_the_hardware_and_bf16_features_agree():
 def test_bad_teacher_dtype(dtype, match):
     with pytest.raises(ValueError, match=match):
         Teacher(TeacherConfig(name="vit_small_patch14_dinov2", pretrained=False, img_size=56, device="cpu", dtype=dtype))
+
+
+def test_random_weights_are_the_same_every_time_and_leave_the_callers_rng_alone():
+    config = TeacherConfig(name="vit_small_patch14_dinov2", pretrained=False, img_size=56)
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = create_backbone(config)
+    assert torch.equal(torch.rand(3), expected_next)
+    torch.manual_seed(456)  # another global state: the teacher does not depend on it
+    b = create_backbone(config)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name

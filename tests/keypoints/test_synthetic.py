@@ -45,6 +45,10 @@ def test_categories_with_too_few_shapes_are_listed(tiny_model, rule_bank, shape_
     report = evaluate_synthetic_keypoints(tiny_model, {"unseen": shape_folders / "unseen"}, text=rule_bank, shots=2,
                                           num_points=256)
     assert report["unseen"]["skipped"] == ["bed"] and report["unseen"]["num_shapes"] == 0
+    # nothing scored: null figures (JSON-safe, equal run to run) and a table row that says so
+    assert report["unseen"]["iou"]["zero_shot"] == {"0.05": None, "0.10": None}
+    assert json.loads(json.dumps(report))["unseen"] == report["unseen"]
+    assert "not scored" in summary_lines(report, ["unseen"])[2]
 
 
 def test_sidecar_errors(tmp_path, tiny_model):
