@@ -142,10 +142,18 @@ def summarise(runs: list[dict]) -> dict:
         "windmill / chance": lambda m: m["splits"]["test_hard"]["categories"]["windmill"]["ratio"],
         "minutes": lambda m: m["seconds"]["total"] / 60,
     }
+    if all(isinstance(m.get("keypoints"), dict) and "test_seen" in m["keypoints"] for m in runs):
+        for split in ("test_seen", "test_unseen"):
+            for method in ("zero_shot", "few_shot", "chance"):
+                for t in ("0.05", "0.10"):
+                    figures[f"keypoint IoU@{t} {split} {method}"] = (
+                        lambda m, s=split, k=method, t=t: m["keypoints"][s]["iou"][k][t])
     summary = {}
     print(f"\n| figure | {' | '.join(f'seed {s}' for s in seed_list)} | mean | std |\n|---|{'---|' * len(seed_list)}---|---|")
     for name, get in figures.items():
         values = [get(m) for m in runs]
+        if None in values:  # a figure some run could not score (e.g. keypoints of a quick run)
+            continue
         mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
         summary[name] = {"values": values, "mean": mean, "std": std}
         fmt = "{:.2f}" if "/" in name else "{:.1f}"

@@ -62,6 +62,13 @@ def test_quick_demo_end_to_end_and_deterministic(tmp_path, capsys):
     keypoints = metrics["keypoints"]  # zero-shot, few-shot and chance keypoint IoU on seen and held-out shapes
     for split in ("test_seen", "test_unseen"):
         assert set(keypoints[split]["iou"]) == {"zero_shot", "few_shot", "chance"}
+
+    # benchmarks/demo_recipe.py's seed table over the two identical runs: no spread, and the quick demo's
+    # unscored keypoint figures (too few seen test shapes for a support set) are left out, not made NaN
+    table = _demo_recipe().summarise([metrics, json.loads((second / "metrics.json").read_text())])
+    seen_miou = metrics["splits"]["test_seen"]["model"]["miou"]
+    assert table["test_seen mIoU"] == {"values": [seen_miou, seen_miou], "mean": pytest.approx(seen_miou), "std": 0.0}
+    assert "keypoint IoU@0.10 test_unseen few_shot" in table and "keypoint IoU@0.10 test_seen few_shot" not in table
     for name in ("data.yaml", "stage1.yaml", "stage2.yaml"):
         assert (first / "configs" / name).is_file()
 
