@@ -163,7 +163,8 @@ def _keypoints(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n}: {len(kps.of(n))}" for n in kps.names)
     print(f"{path.name}: {args.mode} keypoints on {len(kps.points)} points -> {counts}")
     for item in kps.to_dict()["keypoints"]:
-        print(f"  {item['name']:<24} point {item['index']:>5}  at {item['position']}  score {item['score']:.3f}")
+        xyz = ", ".join(f"{v:.3f}" for v in item["position"])
+        print(f"  {item['name']:<24} point {item['index']:>5}  at ({xyz})  score {item['score']:.3f}")
     for name in kps.names:
         if args.mode == "lift" and not len(kps.of(name)):
             print(f"  {name}: no cluster of 10 or more answers formed ({kps.info['candidates'][name]} back-projected "
