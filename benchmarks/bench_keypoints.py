@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +28,9 @@ from patchalign3d.api import segment
 from patchalign3d.keypoints import FeaturePointer, KeypointPrototypes, detect_keypoints
 from patchalign3d.model import patchalign3d_base
 from patchalign3d.text import TextBank
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks, also when imported
+from bench_segment import race  # noqa: E402  (round-robin best-of: a slow spell hits every term of a ratio alike)
 
 NAMES = ["leg end", "seat corner", "top corner of the chair back"]
 
@@ -41,20 +46,6 @@ def best_of(fn, repeats: int, warmup: int = 1) -> tuple[float, object]:
         out = fn()
         times.append(time.perf_counter() - t)
     return min(times), out
-
-
-def interleaved_best(fns: dict, rounds: int) -> dict[str, float]:
-    """Best time of each function over ``rounds`` round-robin passes: a slow spell of the machine hits every
-    function of a ratio alike instead of one of them."""
-    for fn in fns.values():
-        fn()  # warm-up
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
 
 
 def main() -> None:
@@ -75,7 +66,7 @@ def main() -> None:
              "seat corner": np.asarray(s.keypoints["seat corner"], np.float32)} for s in support]
     protos = KeypointPrototypes(model)
     t_fit, _ = best_of(lambda: protos.fit([s.mesh for s in support], anns), 1, warmup=0)
-    best = interleaved_best({
+    best = race({
         "segment": lambda: segment(points, NAMES, model=model, text=bank),
         "zero_shot": lambda: detect_keypoints(points, NAMES, model=model, text=bank),
         "few_shot": lambda: protos.predict(points),
