@@ -33,13 +33,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks, also when imported
 
-from bench_segment import network_flops  # noqa: E402
-from bench_train import PART_NAMES, StepTimer, ensure_store  # noqa: E402
+from bench_segment import network_flops
+from bench_train import PART_NAMES, StepTimer, ensure_store
 
-from patchalign3d.api import segment  # noqa: E402
-from patchalign3d.model import group_points, patchalign3d_base, patchalign3d_tiny  # noqa: E402
-from patchalign3d.model.inference import inference_copy  # noqa: E402
-from patchalign3d.text import TextBank  # noqa: E402
+from patchalign3d.api import segment
+from patchalign3d.model import group_points, patchalign3d_base, patchalign3d_tiny
+from patchalign3d.model.inference import inference_copy
+from patchalign3d.text import TextBank
 
 
 @dataclass(frozen=True)

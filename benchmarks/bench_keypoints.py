@@ -30,7 +30,7 @@ from patchalign3d.model import patchalign3d_base
 from patchalign3d.text import TextBank
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks, also when imported
-from bench_segment import race  # noqa: E402  (round-robin best-of: a slow spell hits every term of a ratio alike)
+from bench_segment import race
 
 NAMES = ["leg end", "seat corner", "top corner of the chair back"]
 

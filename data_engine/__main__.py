@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return _inspect(args)
     try:
         config = load_config(args.config, args.overrides)
-    except Exception as err:  # noqa: BLE001 - any config problem is reported the same way
+    except Exception as err:
         print(f"error: bad config {args.config}: {err}", file=sys.stderr)
         return 2
     try:

@@ -14,8 +14,25 @@ import trimesh
 from trimesh.transformations import rotation_matrix
 
 from data_engine.synthetic_parts import (
-    UP, X, Z, box, capsule, cone, corners, disc, ellipsoid, handlebar, lathe, leg, ring_points, rod, saddle,
-    side_handle, spoked_wheel, torus, vary,
+    UP,
+    X,
+    Z,
+    box,
+    capsule,
+    cone,
+    corners,
+    disc,
+    ellipsoid,
+    handlebar,
+    lathe,
+    leg,
+    ring_points,
+    rod,
+    saddle,
+    side_handle,
+    spoked_wheel,
+    torus,
+    vary,
 )
 
 Piece = tuple[str, trimesh.Trimesh]

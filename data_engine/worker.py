@@ -77,7 +77,7 @@ class ShapeWorker:
         if self._teacher is None:
             try:
                 self._setup()
-            except Exception as err:  # noqa: BLE001 - every shape would fail the same way: stop the run
+            except Exception as err:
                 # Raising here would leave LitData's parent waiting forever; the parent raises this instead.
                 staging.write_fatal(f"{type(err).__name__}: {err}", self.node)
                 return
@@ -89,7 +89,7 @@ class ShapeWorker:
         except ImportError as err:  # a missing package fails every shape the same way: stop the run
             staging.write_fatal(f"{type(err).__name__}: {err}", self.node)
             return
-        except Exception as err:  # noqa: BLE001 - one bad shape must never stop the run
+        except Exception as err:
             staging.write_failure(task.uid, task.path, f"{type(err).__name__}: {err}")
             return
         staging.write_record(record)

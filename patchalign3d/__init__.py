@@ -28,7 +28,22 @@ _LAZY = {
     "WeightsUnavailableError": "patchalign3d.errors",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [
+    "CheckpointError",
+    "MeshSegmentation",
+    "PatchAlign3D",
+    "PatchAlign3DConfig",
+    "Segmentation",
+    "TextBank",
+    "WeightsUnavailableError",
+    "export_released",
+    "get_text_encoder",
+    "load_model",
+    "segment",
+    "segment_files",
+    "segment_mesh",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from patchalign3d.api import segment, segment_mesh

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from patchalign3d.model.patchalign3d import ASSIGN_MODES, RELEASE_TEMPERATURE, A
 from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
 from patchalign3d.results import MeshSegmentation, Segmentation
 
-PointsLike = Union[np.ndarray, Tensor, str, os.PathLike]
+PointsLike = np.ndarray | Tensor | str | os.PathLike
 UP_AXES = ("y", "z")
 
 

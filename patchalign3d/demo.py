@@ -166,7 +166,12 @@ def _reset_if_changed(out: Path, manifest: dict[str, Any]) -> None:
 def generate_shapes(out: Path, size: DemoSize, seed: int, tune: bool = False) -> dict[str, Path]:
     """Train/val shapes of the training categories, and test shapes of seen and held-out categories
     (with ``tune``, train/val only)."""
-    from data_engine.synthetic import HARD_HELDOUT_CATEGORIES, HELDOUT_CATEGORIES, TRAIN_CATEGORIES, write_dataset
+    from data_engine.synthetic import (
+        HARD_HELDOUT_CATEGORIES,
+        HELDOUT_CATEGORIES,
+        TRAIN_CATEGORIES,
+        write_dataset,
+    )
 
     roots = {"trainval": out / "shapes" / "trainval", "val": out / "shapes" / "val",
              "test_seen": out / "shapes" / "test_seen", "test_unseen": out / "shapes" / "test_unseen",
@@ -462,7 +467,7 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     if keypoints is not None:
         with table.open("a") as f:
             f.write("\n".join(demo_report_lines(keypoints)) + "\n")
-    _say("done in {:.1f} min".format(total / 60))
+    _say(f"done in {total / 60:.1f} min")
     for split, r in splits.items():
         m, c = r["model"], r["chance"]
         _say(f"{split:>11}: mIoU {m['miou']:.1f} (chance {c['miou']:.1f}), cIoU {m['ciou']:.1f} (chance {c['ciou']:.1f})")

@@ -8,7 +8,6 @@ import trimesh
 import patchalign3d as pa
 from patchalign3d.batch import find_shapes, segment_files
 from patchalign3d.cli import main
-from patchalign3d.model import patchalign3d_tiny
 from patchalign3d.model.checkpoint import export_released
 from patchalign3d.text import TextBank
 from tests.conftest import make_cloud

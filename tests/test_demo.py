@@ -9,8 +9,15 @@ import pytest
 import torch
 import yaml
 
-from patchalign3d.demo import (FULL, SPLITS, _reset_if_changed, _stage_config, data_config, demo_main,
-                               parse_settings)
+from patchalign3d.demo import (
+    FULL,
+    SPLITS,
+    _reset_if_changed,
+    _stage_config,
+    data_config,
+    demo_main,
+    parse_settings,
+)
 from patchalign3d.lit.cli import cli_main
 from patchalign3d.model.checkpoint import load_model
 

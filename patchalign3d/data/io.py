@@ -41,7 +41,7 @@ def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | trimesh.PointClo
         return trimesh.PointCloud(load_points(path))
     try:
         loaded = trimesh.load(path, process=False)
-    except Exception as err:  # noqa: BLE001 - trimesh raises many types for corrupt files
+    except Exception as err:
         raise ShapeFileError(f"{path}: could not be read as a mesh ({type(err).__name__}: {err})") from err
     if isinstance(loaded, trimesh.Scene):
         if not loaded.geometry:
@@ -91,7 +91,7 @@ def load_points(path: str | os.PathLike) -> np.ndarray:
             pts = np.asarray(load_geometry(path).vertices)
     except ShapeFileError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ShapeFileError(f"{path}: could not be read ({type(err).__name__}: {err})") from err
     pts = np.asarray(pts)
     if pts.ndim != 2 or pts.shape[1] != 3:
@@ -127,7 +127,7 @@ def load_mesh_pieces(path: str | os.PathLike) -> list[trimesh.Trimesh]:
         return []
     try:
         loaded = trimesh.load(path, process=False, force="scene")
-    except Exception as err:  # noqa: BLE001 - trimesh raises many types for corrupt files
+    except Exception as err:
         raise ShapeFileError(f"{path}: could not be read as a mesh ({type(err).__name__}: {err})") from err
     pieces = _scene_meshes(loaded)
     return pieces if any(len(p.faces) for p in pieces) else []

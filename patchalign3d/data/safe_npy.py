@@ -97,7 +97,7 @@ def load_npy_dict(path: str | Path, required: tuple[str, ...] = ()) -> dict[str,
         raise DatasetFormatError(
             path, f"refused to unpickle: {e}; only NumPy arrays in a dict are allowed (the file may be crafted)"
         ) from None
-    except Exception as e:  # noqa: BLE001 - malformed payloads raise many types
+    except Exception as e:
         raise DatasetFormatError(path, f"unreadable pickled payload ({type(e).__name__}: {e})") from None
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()

@@ -177,7 +177,7 @@ def _read_rotations(path: Path) -> np.ndarray:
 
     try:
         rot = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for foreign files
+    except Exception as e:
         raise DatasetFormatError(path, f"not a readable tensor file ({type(e).__name__}: {e})") from None
     if not torch.is_tensor(rot) or rot.dim() != 2 or rot.shape[1] != 3 or not rot.is_floating_point():
         raise DatasetFormatError(path, f"expected a float tensor (N, 3) of (roll, yaw, pitch), got {getattr(rot, 'shape', type(rot))}")

@@ -18,7 +18,13 @@ from patchalign3d.keypoints.geodesic import geodesic_distances, geodesic_nms, kn
 from patchalign3d.keypoints.keypointnet import DEFAULT_NAMES, KeypointNet, KeypointNetShape
 from patchalign3d.keypoints.lifting import LiftResult, lift_keypoints
 from patchalign3d.keypoints.metrics import THRESHOLDS, KeypointIoU
-from patchalign3d.keypoints.pointers import FeaturePointer, MolmoPointer, Pointer2D, RenderedView, parse_molmo_points
+from patchalign3d.keypoints.pointers import (
+    FeaturePointer,
+    MolmoPointer,
+    Pointer2D,
+    RenderedView,
+    parse_molmo_points,
+)
 from patchalign3d.keypoints.result import Keypoints
 
 __all__ = [

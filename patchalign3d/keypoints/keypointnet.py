@@ -201,7 +201,7 @@ class KeypointNet(Sequence[KeypointNetShape]):
             synset = CATEGORY_SYNSETS[category]
             entries = self._annotations(category)
             self.annotated[category] = {f"{synset}-{e[1]}" for e in entries}
-            for class_id, model_id, idx, sem in entries:
+            for _class_id, model_id, idx, sem in entries:
                 key = f"{synset}-{model_id}"
                 if wanted is not None and key not in wanted:
                     continue

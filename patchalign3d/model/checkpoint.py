@@ -133,7 +133,7 @@ def _hub_download(repo_id: str, filename: str, revision: str | None) -> Path:
             "(offline, HF_HUB_OFFLINE=1, or no network). Download it where you have a network "
             f"(`hf download {repo_id} {filename}`) or pass a local path to load_model()."
         ) from err
-    except Exception as err:  # noqa: BLE001 - hub errors have many types; all mean "not available"
+    except Exception as err:
         raise WeightsUnavailableError(f"could not fetch {filename} from {repo_id}: {err}") from err
 
 
@@ -165,7 +165,7 @@ def _repo_has_pretrained_layout(repo_id: str, revision: str | None) -> bool:
     try:
         config = Path(hf_hub_download(repo_id, CONFIG_NAME, revision=revision))
         return is_hub_config(json.loads(config.read_text()))
-    except Exception:  # noqa: BLE001 - the Hub's many error types all mean "not this layout here"
+    except Exception:
         return False
 
 

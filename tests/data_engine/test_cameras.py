@@ -7,7 +7,6 @@ import pytest
 
 from data_engine.cameras import CameraConfig, make_rig
 
-
 # Find3D's rig (dataengine/rendering/render_2d.py): elevations tile [30, -20], azimuths are
 # np.linspace(-180, 180, 10, endpoint=False), distance 3, written out here rather than recomputed.
 FIND3D_AZIMUTHS = [-180.0, -144.0, -108.0, -72.0, -36.0, 0.0, 36.0, 72.0, 108.0, 144.0]

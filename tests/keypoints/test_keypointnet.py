@@ -60,7 +60,7 @@ def test_out_of_range_index_and_bad_split_lines(kpnet):
     (kpnet / "annotations" / "chair.json").write_text(json.dumps(data))
     shape = KeypointNet(kpnet, "chair", "test")[0]
     with pytest.raises(DatasetFormatError, match="point_index 5000 is outside the cloud's 256 points"):
-        shape.points
+        _ = shape.points
     (kpnet / "splits" / "val.txt").write_text("oops\n")
     with pytest.raises(DatasetFormatError, match="line 1"):
         KeypointNet(kpnet, "chair", "val")

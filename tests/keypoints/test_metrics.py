@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from patchalign3d.keypoints.metrics import THRESHOLDS, KeypointIoU, count_errors, iou_from_counts, shape_errors
+from patchalign3d.keypoints.metrics import (
+    THRESHOLDS,
+    KeypointIoU,
+    count_errors,
+    iou_from_counts,
+    shape_errors,
+)
 
 
 def reference_iou(points_by_shape, pred, gt, thresholds, k=20):

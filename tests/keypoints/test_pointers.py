@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from patchalign3d.errors import WeightsUnavailableError
-from patchalign3d.keypoints.pointers import FeaturePointer, MolmoPointer, Pointer2D, parse_molmo_points, unproject
+from patchalign3d.keypoints.pointers import (
+    FeaturePointer,
+    MolmoPointer,
+    Pointer2D,
+    parse_molmo_points,
+    unproject,
+)
 
 
 def test_molmo_single_point_in_percent():

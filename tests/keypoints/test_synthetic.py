@@ -6,7 +6,11 @@ import torch
 
 from data_engine.synthetic import write_dataset
 from data_engine.synthetic_keypoints import keypoint_names
-from patchalign3d.keypoints.synthetic import evaluate_synthetic_keypoints, read_keypoint_sidecar, summary_lines
+from patchalign3d.keypoints.synthetic import (
+    evaluate_synthetic_keypoints,
+    read_keypoint_sidecar,
+    summary_lines,
+)
 from patchalign3d.text import TextBank
 
 
