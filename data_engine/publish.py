@@ -43,7 +43,7 @@ from .store import (
     atomic_write_json,
     write_uid_list,
 )
-from .verify import UNREADABLE, VerificationError, verify_version
+from .verify import VerificationError, verify_version
 from .versions import (
     builder_path,
     collect_garbage,
@@ -61,6 +61,8 @@ CLAIM = ".publishing"
 SEEN_FRACTION_BINS = 10
 #: Builds a publisher tries when the records keep changing under it.
 MAX_ATTEMPTS = 3
+#: Where a build notes staged records it could not read (one JSON per uid).
+UNREADABLE = ".unreadable"
 
 
 @dataclass
@@ -179,6 +181,14 @@ def _build(store: Path, name: str, plan: dict, snap: Snapshot, staging: Staging,
                 progress=progress,
             )  # fmt: skip
         faults.reached("split-built")
+    notes = sorted((root / UNREADABLE).glob("*.json")) if (root / UNREADABLE).is_dir() else []
+    if notes:
+        bad = [json.loads(note.read_text()) for note in notes]
+        raise VerificationError(
+            f"the store built from the records of {store} fails verification, so it was not published (the store "
+            "is unchanged): " + "; ".join(f"staged record of {b['uid']} cannot be read ({b['reason']})" for b in bad)
+            + ": delete it from .staging and rerun the node whose share holds it"
+        )
     result = _result(plan, snap, staging)
     _write_summary_files(root, plan, snap, result, staging)
     return result

@@ -18,9 +18,6 @@ from patchalign3d.store_check import check_store
 from .runs import PLANS, planned_uids
 from .store import REPORT, SPLITS, STORE_INFO, read_uid_list
 
-#: Where a build notes staged records it could not read (one JSON per uid).
-UNREADABLE = ".unreadable"
-
 
 class VerificationError(RuntimeError):
     """A built or published store does not match its plan or its own counts."""
@@ -87,10 +84,6 @@ def verify_version(root: Path, plan: dict[str, Any], snapshot: Any = None, deep:
             problems.append("the lists differ from the staged records the store was built from")
         if failed != [n["uid"] for n in snapshot.failed]:
             problems.append("the failures differ from the staged failure notes the store was built from")
-    for note in sorted((root / UNREADABLE).glob("*.json")) if (root / UNREADABLE).is_dir() else []:
-        bad = json.loads(note.read_text())
-        problems.append(f"staged record of {bad['uid']} cannot be read ({bad['reason']}): delete it from .staging "
-                        "and rerun the node whose share holds it")  # fmt: skip
     return problems
 
 

@@ -124,3 +124,35 @@ def test_racing_publishers_give_the_same_store_and_the_loser_discards_its_build(
     assert {p.name: p.stat().st_mtime_ns for p in (store / STAGING).glob("*.npz")} == records
     assert main(["verify", str(store), "--deep"]) == 0
     assert precompute(config, progress=False)["status"].startswith(f"store {store} is up to date")
+
+
+def test_a_publisher_whose_records_change_under_it_builds_again(tmp_path):
+    """A retry lands while a publisher has built and verified its version: it must not swap the stale one in."""
+    for i in range(4):
+        write_labelled_shape(tmp_path / "in", f"s{i}")
+    broken = tmp_path / "in" / "thing" / "s2.ply"
+    good = broken.read_bytes()
+    broken.write_bytes(b"corrupt")
+    store = tmp_path / "store"
+    config = tiny_config(**{"input.paths": f"[{tmp_path / 'in'}]", "output": str(store), "split.val_fraction": 0})
+    assert precompute(config, progress=False)["failed"][0]["uid"] == "s2"
+    (store / CURRENT).unlink()  # the store must be published again: by A, below
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(run_node(["publish", str(store)], tmp_path / "a.log", hook=f"verified=pause:{pause}"))
+    try:
+        deadline = time.time() + 120
+        while not (pause / "verified.paused").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        broken.write_bytes(good)  # fixed and retried meanwhile: A's claim is live, so this one does not publish
+        retried = precompute(config, progress=False, retry_failed=True)
+        assert not retried["published"] and "is publishing" in retried["status"]
+    finally:
+        (pause / "verified.go").touch()
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "a.log").read_text()
+    assert (store / "train.txt").read_text().split().count("s2") == 1  # A built again from the new records
+    assert json.loads((store / "report.json").read_text())["failed"] == []
+    assert main(["verify", str(store), "--deep"]) == 0

@@ -143,3 +143,16 @@ def test_object_store_mounts_are_refused(tmp_path):
     for folder, kind in (("bucket", "fuse.s3fs"), ("gcs", "fuse")):
         with pytest.raises(UnsafeFilesystemError, match=f"a {kind} mount of an object store"):
             check_store_filesystem(tmp_path / folder / "stores" / "demo", mounts)
+
+
+def test_a_store_that_fails_verification_is_not_published(published, tmp_path, capsys):
+    store, config = _copy(published, tmp_path)
+    visible = (store / CURRENT).resolve()
+    bad = sorted((store / STAGING).glob("*.npz"))[0]
+    bad.write_bytes(b"not an npz")  # a staged record damaged on disk
+    (store / CURRENT).unlink()  # so that the store must be published again
+    assert main(["publish", str(store)]) == 1
+    err = capsys.readouterr().err
+    assert "fails verification, so it was not published" in err and f"staged record of {bad.stem} cannot be read" in err
+    assert not (store / CURRENT).exists() and visible.is_dir()  # nothing was swapped in, the old version is kept
+    assert [p for p in (store / VERSIONS).iterdir() if p.is_dir()] == [visible]  # the failed build is gone
