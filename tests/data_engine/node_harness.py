@@ -7,10 +7,14 @@ already imported: a node starts in milliseconds, not seconds) in a session of it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +59,40 @@ def run_node(args: list[str], log: Path, num_nodes: int | None = None, rank: int
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+@contextlib.contextmanager
+def paused_node(args: list[str], log: Path, step: str, folder: Path, num_nodes: int | None = None,
+                rank: int | None = None, timeout: float = 180) -> Iterator[dict]:  # fmt: skip
+    """Start a node that pauses at ``step`` (``"split-built#1"``); inside the block it waits there (``info["pid"]``
+    is the node's process, leader of its group). Leaving the block lets it go on and waits for it to end:
+    ``info["code"]`` is its exit code. Nothing is left running, whatever happens in the block."""
+    name = step.partition("#")[0]
+    child = os.fork()
+    if child == 0:
+        os._exit(run_node(args, log, num_nodes, rank, hook=f"{step}=pause:{folder}"))
+    info: dict = {}
+    try:
+        deadline = time.time() + timeout
+        while not (folder / f"{name}.paused").exists():
+            assert time.time() < deadline and not os.waitpid(child, os.WNOHANG)[0], log.read_text()
+            time.sleep(0.05)
+        info["pid"] = int((folder / f"{name}.paused").read_text())
+        yield info
+    finally:
+        (folder / f"{name}.go").touch()
+        if "pid" in info:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(info["pid"], signal.SIGCONT)
+        deadline = time.time() + timeout
+        while not (done := os.waitpid(child, os.WNOHANG))[0] and time.time() < deadline:
+            time.sleep(0.05)
+        if not done[0]:  # stuck: kill it rather than leave it behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(info.get("pid", child), signal.SIGKILL)
+            os.kill(child, signal.SIGKILL)
+            done = os.waitpid(child, 0)
+        info["code"] = os.waitstatus_to_exitcode(done[1])
 
 
 @dataclass

@@ -19,7 +19,7 @@ from data_engine.versions import VERSIONS
 from patchalign3d.store_check import CURRENT
 
 from .conftest import tiny_config, write_labelled_shape
-from .node_harness import run_node
+from .node_harness import paused_node
 
 
 def _age(path: Path, seconds: float) -> None:
@@ -94,16 +94,10 @@ def test_racing_publishers_give_the_same_store_and_the_loser_discards_its_build(
     OmegaConf.save(OmegaConf.structured(config), tmp_path / "c.yaml")
     pause = tmp_path / "pause"
     pause.mkdir()
-    pid = os.fork()  # publisher A: builds and verifies its version, then is stopped before the swap
-    if pid == 0:
-        os._exit(run_node(["precompute", "-c", str(tmp_path / "c.yaml"), "--no-progress"], tmp_path / "a.log",
-                          hook=f"verified=pause:{pause}"))  # fmt: skip
-    try:
-        deadline = time.time() + 120
-        while not (pause / "verified.paused").exists() and time.time() < deadline:
-            time.sleep(0.05)
-        node = int((pause / "verified.paused").read_text())
-        os.killpg(node, signal.SIGSTOP)  # stopped longer than its lease, heartbeat included
+    # Publisher A builds and verifies its version, then is stopped before the swap, longer than its lease.
+    with paused_node(["precompute", "-c", str(tmp_path / "c.yaml"), "--no-progress"], tmp_path / "a.log",
+                     "verified", pause) as a:  # fmt: skip
+        os.killpg(a["pid"], signal.SIGSTOP)  # heartbeat included
         (built,) = [p for p in (store / VERSIONS).iterdir() if p.is_dir()]
         content_a = _version_content(built)
         for lease in (store / CLAIM, built.with_name(built.name + ".builder")):
@@ -115,12 +109,8 @@ def test_racing_publishers_give_the_same_store_and_the_loser_discards_its_build(
         content_b = _version_content((store / CURRENT).resolve())
         assert content_b == content_a  # the same records, the same store
         assert not built.exists()  # A's build (its builder's lease expired) was discarded, nothing else
-    finally:
-        os.killpg(node, signal.SIGCONT)
-        (pause / "verified.go").touch()
-        _, status = os.waitpid(pid, 0)
     log = (tmp_path / "a.log").read_text()
-    assert os.waitstatus_to_exitcode(status) == 0 and "is up to date" in log, log
+    assert a["code"] == 0 and "is up to date" in log, log
     assert {p.name: p.stat().st_mtime_ns for p in (store / STAGING).glob("*.npz")} == records
     assert main(["verify", str(store), "--deep"]) == 0
     assert precompute(config, progress=False)["status"].startswith(f"store {store} is up to date")
@@ -139,20 +129,11 @@ def test_a_publisher_whose_records_change_under_it_builds_again(tmp_path):
     (store / CURRENT).unlink()  # the store must be published again: by A, below
     pause = tmp_path / "pause"
     pause.mkdir()
-    pid = os.fork()
-    if pid == 0:
-        os._exit(run_node(["publish", str(store)], tmp_path / "a.log", hook=f"verified=pause:{pause}"))
-    try:
-        deadline = time.time() + 120
-        while not (pause / "verified.paused").exists() and time.time() < deadline:
-            time.sleep(0.05)
+    with paused_node(["publish", str(store)], tmp_path / "a.log", "verified", pause) as a:
         broken.write_bytes(good)  # fixed and retried meanwhile: A's claim is live, so this one does not publish
         retried = precompute(config, progress=False, retry_failed=True)
         assert not retried["published"] and "is publishing" in retried["status"]
-    finally:
-        (pause / "verified.go").touch()
-        _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "a.log").read_text()
+    assert a["code"] == 0, (tmp_path / "a.log").read_text()
     assert (store / "train.txt").read_text().split().count("s2") == 1  # A built again from the new records
     assert json.loads((store / "report.json").read_text())["failed"] == []
     assert main(["verify", str(store), "--deep"]) == 0

@@ -28,7 +28,7 @@ from data_engine.versions import VERSIONS
 from patchalign3d.store_check import CURRENT
 
 from .conftest import tiny_config, write_labelled_shape
-from .node_harness import run_node
+from .node_harness import paused_node, run_node
 
 CATEGORIES = ["chair", "lamp", "mug", "car"]
 
@@ -112,22 +112,13 @@ def test_2_a_node_restarted_while_another_publishes_loses_nothing(tmp_path, twel
     staged = {p.name: p.stat().st_mtime_ns for p in (store / STAGING).glob("*.npz")}
     pause = tmp_path / "pause"
     pause.mkdir()
-    pid = os.fork()  # node 0 publishes, and stops midway (the first split written, the second not yet)
-    if pid == 0:
-        os._exit(run_node(["precompute", "-c", str(cfg), "--no-progress"], tmp_path / "node0.log", 2, 0,
-                          hook=f"split-built#1=pause:{pause}"))  # fmt: skip
-    try:
-        deadline = time.time() + 120
-        while not (pause / "split-built.paused").exists() and time.time() < deadline:
-            time.sleep(0.05)
-        assert (pause / "split-built.paused").exists(), (tmp_path / "node0.log").read_text()
-        restarted = _node(monkeypatch, 2, 1, config)  # node 1 restarts now: it deletes nothing, publishes nothing
-    finally:
-        (pause / "split-built.go").touch()
-        _, status = os.waitpid(pid, 0)
+    # Node 0 publishes, and stops midway (the first split written, the second not yet); node 1 restarts now.
+    with paused_node(["precompute", "-c", str(cfg), "--no-progress"], tmp_path / "node0.log", "split-built#1",
+                     pause, 2, 0) as node0:  # fmt: skip
+        restarted = _node(monkeypatch, 2, 1, config)  # it deletes nothing, publishes nothing
     assert not restarted["published"] and "node 0 on" in restarted["status"] and "is publishing" in restarted["status"]
     assert all((store / STAGING / name).stat().st_mtime_ns == stamp for name, stamp in staged.items())
-    assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "node0.log").read_text()
+    assert node0["code"] == 0, (tmp_path / "node0.log").read_text()
     assert "node 0 published store" in (tmp_path / "node0.log").read_text()
     items = _items(store)
     assert sorted(items["train"] + items["val"]) == [f"s{i:02d}" for i in range(12)]

@@ -156,3 +156,14 @@ def test_a_store_that_fails_verification_is_not_published(published, tmp_path, c
     assert "fails verification, so it was not published" in err and f"staged record of {bad.stem} cannot be read" in err
     assert not (store / CURRENT).exists() and visible.is_dir()  # nothing was swapped in, the old version is kept
     assert [p for p in (store / VERSIONS).iterdir() if p.is_dir()] == [visible]  # the failed build is gone
+
+
+def test_publication_reads_items_back_before_showing_them(published, tmp_path, capsys):
+    store, _ = _copy(published, tmp_path)
+    first, second = (store / "train.txt").read_text().split()[:2]
+    shutil.copy(store / STAGING / f"{second}.npz", store / STAGING / f"{first}.npz")  # a record under a wrong name
+    (store / CURRENT).unlink()
+    assert main(["publish", str(store)]) == 1
+    err = capsys.readouterr().err
+    assert "fails verification, so it was not published" in err and f"train item 0 is {second!r}, listed {first!r}" in err
+    assert not (store / CURRENT).exists()
