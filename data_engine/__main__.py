@@ -82,7 +82,7 @@ def _publish(args: argparse.Namespace) -> int:
     from .publish import publish_store
 
     try:
-        publication = publish_store(args.store, by="publish", workers=args.workers, progress=True,
+        publication = publish_store(args.store, by="python -m data_engine publish", workers=args.workers, progress=True,
                                     wait=not args.no_wait)  # fmt: skip
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -202,7 +202,7 @@ def _finish_node(out: Path, run: dict[str, Any], rank: int, staging: Staging, sh
                  work: dict[str, Any], progress: bool) -> dict[str, Any]:  # fmt: skip
     """Publish the store when every shape is finished; else say which nodes it waits for and how to go on."""
     num_nodes = run["nodes"]
-    who = f"node {rank}" if num_nodes > 1 else "this run"
+    who = f"node {rank}" if num_nodes > 1 else "precompute"
     publication = publish_store(out, by=who, progress=progress)
     base = {"counts": work["counts"], "problems": work["problems"], "node": rank, "num_nodes": num_nodes}
     if publication.published:
@@ -210,7 +210,8 @@ def _finish_node(out: Path, run: dict[str, Any], rank: int, staging: Staging, sh
     records, _ = staging.listing()
     mine = {s: [t.uid for t in ts if t.uid in records] for s, ts in shares.items()}
     failed = staging.failures([t.uid for ts in shares.values() for t in ts if t.uid not in records])
-    own = f"{who} of {num_nodes} finished its share ({sum(map(len, mine.values()))} shapes, {len(failed)} failed); "
+    counts = f"{sum(map(len, mine.values()))} shapes, {len(failed)} failed"
+    own = f"{who} of {num_nodes} finished its share ({counts}); " if num_nodes > 1 else f"every shape is done ({counts}); "
     if publication.status == "waiting":
         later = (f". The last node to finish publishes it; or, once they have, publish it with: "
                  f"python -m data_engine publish {out}")  # fmt: skip

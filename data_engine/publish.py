@@ -226,7 +226,7 @@ def _waiting(store: Path, plan: dict[str, Any], run: dict[str, Any], snap: Snaps
 
 def _summary(status: str, store: Path, by: str, result: dict[str, Any]) -> str:
     counts = json.dumps({s: len(u) for s, u in result["written"].items()})
-    head = f"{by} published store {store}" if status == "published" else f"store {store} is up to date"
+    head = f"published store {store} (by {by})" if status == "published" else f"store {store} is up to date"
     return f"{head}: {counts}, {len(result['failed'])} failed, {len(result['warnings'])} warnings"
 
 
