@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,7 +191,7 @@ def precompute(
         worker = ShapeWorker(config, staging.root, threads, node=rank)
         done = len(work["tasks"]) - len(todo)
         with _progress(staging, len(work["tasks"]), done, progress):
-            run_map(worker, todo, out / f".map-node{rank}-{os.getpid()}", num_workers=workers,
+            run_map(worker, todo, tempfile.mkdtemp(prefix="data_engine-map-"), num_workers=workers,
                     start_method=config.start_method)  # fmt: skip
         if staging.fatal(rank) is not None:  # every finished record stays staged for the next run
             raise EngineError(f"the run stopped: {staging.fatal(rank)}")
@@ -203,7 +204,7 @@ def _finish_node(out: Path, run: dict[str, Any], rank: int, staging: Staging, sh
     """Publish the store when every shape is finished; else say which nodes it waits for and how to go on."""
     num_nodes = run["nodes"]
     who = f"node {rank}" if num_nodes > 1 else "precompute"
-    publication = publish_store(out, by=who, progress=progress)
+    publication = publish_store(out, by=who, progress=progress, plan_id=run["plan"])
     base = {"counts": work["counts"], "problems": work["problems"], "node": rank, "num_nodes": num_nodes}
     if publication.published:
         return {**base, **publication.result, "published": True, "status": publication.message}

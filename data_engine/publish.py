@@ -231,7 +231,13 @@ def _summary(status: str, store: Path, by: str, result: dict[str, Any]) -> str:
 
 
 def publish_store(
-    store: str | os.PathLike, *, by: str = "publish", workers: int = 0, progress: bool = False, wait: bool = False
+    store: str | os.PathLike,
+    *,
+    by: str = "publish",
+    workers: int = 0,
+    progress: bool = False,
+    wait: bool = False,
+    plan_id: str | None = None,
 ) -> Publication:
     """Publish the store of the run in ``store`` from its records, if anything changed (see the module doc).
 
@@ -241,6 +247,7 @@ def publish_store(
         workers: LitData workers writing the splits (0: the run's setting, else up to 8 CPU cores).
         progress: LitData's progress output while writing.
         wait: when another live process publishes, wait for it (and publish after it if still needed).
+        plan_id: publish only if the folder's run has this plan (a node publishing its own run).
 
     Raises:
         FileNotFoundError: no run was started in ``store``.
@@ -252,6 +259,8 @@ def publish_store(
     run = read_run(store)
     if run is None:
         raise FileNotFoundError(f"{store} holds no run to publish: start one with python -m data_engine precompute")
+    if plan_id is not None:
+        check_still_current(store, plan_id)
     plan = load_plan(store, run["plan"])
     staging = Staging(store / STAGING)
     workers = workers or plan["settings"]["publish_workers"] or min(8, os.cpu_count() or 1)

@@ -91,6 +91,7 @@ def _wait(proc: subprocess.Popen, log: Path, timeout: float = 180) -> str:
     return text
 
 
+@pytest.mark.slow  # ~45 s of interpreter starts; test_faults.py kills nodes at every step in the default run
 def test_two_nodes_staggered_one_killed_and_restarted(tmp_path):
     categories = ["chair", "lamp", "mug", "car"]
     uids = []
