@@ -5,9 +5,12 @@ One mesh, interactively::
     from data_engine import process_mesh, load_config
     record = process_mesh("chair.glb", load_config("configs/data/demo.yaml"))
 
-A collection, on one CPU or many GPUs and nodes (``litdata.optimize`` workers)::
+A collection, on one CPU or many GPUs and nodes (LitData workers), then published from its records and
+verified (:mod:`.publish`, :mod:`.verify`)::
 
     python -m data_engine precompute -c configs/data/objaverse.yaml
+    python -m data_engine publish outputs/stores/objaverse      # (the last node does it already)
+    python -m data_engine verify outputs/stores/objaverse
 """
 
 from .backproject import BackprojectConfig, BackprojectError

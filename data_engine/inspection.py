@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from patchalign3d.store_check import check_store, split_item_count
+
 from .store import REPORT, SPLITS, STORE_INFO, decode_record, open_split, read_store_info
 
 __all__ = ["contact_sheet", "feature_colors", "format_summary", "summarize_store"]
@@ -25,10 +27,7 @@ _BINS = 10
 
 
 def _split_length(store: Path, split: str) -> int:
-    index = store / split / "index.json"
-    if not index.is_file():
-        return 0
-    return sum(c["chunk_size"] for c in json.loads(index.read_text())["chunks"])
+    return split_item_count(str(store), split) or 0
 
 
 def _stats_from_items(store: Path) -> dict[str, Any]:
@@ -56,24 +55,30 @@ def _stats_from_items(store: Path) -> dict[str, Any]:
 
 
 def summarize_store(store: str | os.PathLike) -> dict[str, Any]:
-    """Everything ``inspect`` prints, as a dict (``info``, ``splits``, ``stats``, ``failed``, ``warnings``).
+    """Everything ``inspect`` prints, as a dict (``info``, ``splits``, ``stats``, ``failed``, ``warnings``, and
+    ``root``: the published version it was read from).
 
     Raises:
         FileNotFoundError: ``store`` is not a finished store (no ``store_info.json``).
+        patchalign3d.store_check.StoreMismatchError: its item counts disagree with store_info.json or its lists.
     """
     store = Path(store)
-    if not (store / STORE_INFO).is_file():
+    try:
+        root, counts = check_store(store)
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"{store / STORE_INFO} not found: {store} is not a finished store (a run that has not published yet "
-            "has none; see python -m data_engine precompute)"
-        )
-    info = read_store_info(store)
-    report = json.loads((store / REPORT).read_text()) if (store / REPORT).is_file() else {}
-    stats = info.get("stats") or _stats_from_items(store)
+            "has none; see python -m data_engine precompute and publish)"
+        ) from None
+    root = Path(root)
+    info = read_store_info(root)
+    report = json.loads((root / REPORT).read_text()) if (root / REPORT).is_file() else {}
+    stats = info.get("stats") or _stats_from_items(root)
     return {
         "store": str(store),
+        "root": str(root),
         "info": {k: v for k, v in info.items() if k not in ("stats", "config", "part_names")},
-        "splits": {s: _split_length(store, s) for s in SPLITS},
+        "splits": {s: counts.get(s, 0) for s in SPLITS},
         "stats": stats,
         "failed": report.get("failed", []),
         "warnings": report.get("warnings", []),
@@ -96,7 +101,7 @@ def format_summary(summary: dict[str, Any], max_rows: int = 40) -> str:
         f"  teacher {teacher}, {info.get('feature_dim')}-d features; views: {info.get('views')} of "
         f"{info.get('resolution')} px; {info.get('num_points')} points per shape",
         f"  written {'in shuffled order, seed ' + str(order.get('seed')) if order.get('shuffled') else 'in uid order'}"
-        f"; published by node {info.get('run', {}).get('published_by', 0)} of {info.get('run', {}).get('nodes', 1)}",
+        f"; computed by {info.get('run', {}).get('nodes', 1)} node(s), plan {info.get('run', {}).get('id')}",
         "",
         "shapes per split: " + ", ".join(f"{s} {n}" for s, n in splits.items()),
     ]

@@ -1,4 +1,4 @@
-"""The store both training stages read: schema, per-shape staging, and LitData chunk building.
+"""The store's records: schema, per-shape staging (the source of truth), atomic files, split assignment.
 
 Layout (see ``docs/architecture.md``)::
 
@@ -7,24 +7,22 @@ Layout (see ``docs/architecture.md``)::
     <store>/train.txt val.txt uids in written order
     <store>/report.json       per-shape failures and warnings
     <store>/.staging/         one finished record per shape (``<uid>.npz``), or ``<uid>.failed.json``
-    <store>/.runs/<id>/       each node's dataset of its share until publication (``data_engine.nodes``)
 
-Nothing half-written is ever visible: staged records and every JSON/text file are written to a temporary
-name and renamed (``os.replace`` is atomic within a filesystem); a split is assembled from the nodes' finished
-LitData datasets in a hidden folder that replaces the split in one rename.
+The six public names are links into the published version (``data_engine.versions``); the store is built
+from ``.staging`` alone (``data_engine.publish``). Nothing half-written is ever visible: staged records and
+every JSON/text file are written to a temporary name and renamed (``os.replace`` is atomic within a
+filesystem), and a record, once staged, is never rewritten.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +217,23 @@ class Staging:
             p.unlink(missing_ok=True)
         return len(paths)
 
+    def listing(self) -> tuple[set[str], set[str]]:
+        """``(uids with a staged record, uids with a failure note)`` from one listing of the folder."""
+        records: set[str] = set()
+        failed: set[str] = set()
+        if not self.root.is_dir():
+            return records, failed
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):  # a temporary file being written
+                    continue
+                if name.endswith(".npz"):
+                    records.add(urllib.parse.unquote(name.removesuffix(".npz")))
+                elif name.endswith(".failed.json"):
+                    failed.add(urllib.parse.unquote(name.removesuffix(".failed.json")))
+        return records, failed
+
     def count_done(self) -> int:
         """Finished shapes, successes and failures (cheap enough to poll for a progress bar)."""
         if not self.root.is_dir():
@@ -289,151 +304,7 @@ def write_uid_list(path: str | os.PathLike, uids: Sequence[str]) -> None:
     atomic_write_text(path, "".join(f"{u}\n" for u in uids))
 
 
-# ----------------------------------------------------------------------------------------- LitData
-def _swap_into_place(built: Path, final: Path) -> None:
-    """Replace ``final`` by ``built``; readers see the old split or the new one, never a mix."""
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(built, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def building_dir(final_dir: str | os.PathLike) -> Path:
-    """The hidden folder a split is assembled in: ``<store>/.<split>.building``."""
-    final_dir = Path(final_dir)
-    return final_dir.with_name(f".{final_dir.name}.building")
-
-
-@contextlib.contextmanager
-def _single_node_litdata() -> Iterator[None]:
-    """LitData's multi-node variables hidden for one call: this node writes a dataset of its own share.
-
-    With ``DATA_OPTIMIZER_NUM_NODES`` > 1, ``litdata.optimize`` would split the inputs again and merge index
-    files across nodes without waiting for them (on a local or shared filesystem); the engine splits the work
-    itself and assembles the nodes' datasets once all of them are in (``assemble_split``).
-    """
-    names = ("DATA_OPTIMIZER_NUM_NODES", "DATA_OPTIMIZER_NODE_RANK")
-    saved = {n: os.environ.get(n) for n in names}
-    os.environ.update({"DATA_OPTIMIZER_NUM_NODES": "1", "DATA_OPTIMIZER_NODE_RANK": "0"})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def write_dataset(
-    fn: Callable[[Any], Any],
-    inputs: Sequence[Any],
-    output_dir: str | os.PathLike,
-    *,
-    num_workers: int = 1,
-    chunk_bytes: str | int = "64MB",
-    start_method: str | None = None,
-) -> Path:
-    """Run ``litdata.optimize`` over ``inputs`` into ``output_dir`` (replaced if it exists).
-
-    Items come out in ``inputs`` order (``keep_data_ordered``: each worker takes a contiguous slice and the
-    index lists workers in rank order). ``fn`` may yield nothing for an input (a failed shape); it must
-    not raise (LitData's parent would wait forever).
-
-    Args:
-        fn: picklable callable (or generator function) from an input to a store item.
-        inputs: the inputs, in the order they should be stored.
-        output_dir: a folder only this call writes (a node's dataset, or a split's building folder).
-        num_workers: LitData worker processes (one GPU each when there are GPUs).
-        chunk_bytes: LitData chunk size.
-        start_method: multiprocessing start method (LitData's default is ``spawn``).
-
-    Returns:
-        ``output_dir``.
-    """
-    import multiprocessing
-
-    import litdata
-
-    output_dir = Path(output_dir)
-    if output_dir.exists():  # left by a killed run; never visible to readers
-        shutil.rmtree(output_dir)
-    caller_method = multiprocessing.get_start_method(allow_none=True)
-    try:
-        with _single_node_litdata():
-            litdata.optimize(
-                fn=fn,
-                inputs=list(inputs),
-                output_dir=str(output_dir),
-                chunk_bytes=chunk_bytes,
-                num_workers=max(1, num_workers),
-                reorder_files=False,
-                keep_data_ordered=True,
-                start_method=start_method,
-                verbose=False,
-            )
-    finally:
-        # litdata.optimize sets the process-wide start method (force=True); left as "spawn", every later
-        # DataLoader in this process would respawn its workers each epoch (the demo's training ran 4x slower).
-        if multiprocessing.get_start_method(allow_none=True) != caller_method:
-            multiprocessing.set_start_method(caller_method, force=True)
-    return output_dir
-
-
-def has_items(dataset_dir: str | os.PathLike) -> bool:
-    """Whether ``dataset_dir`` is a finished LitData dataset with at least one chunk."""
-    index = Path(dataset_dir) / "index.json"
-    return index.is_file() and bool(json.loads(index.read_text()).get("chunks"))
-
-
-def assemble_split(
-    datasets: Sequence[str | os.PathLike], final_dir: str | os.PathLike, *, move: bool = False
-) -> bool:
-    """Make ``final_dir`` the concatenation of ``datasets`` (in that order), replacing it atomically.
-
-    One dataset with items is moved (``move``) or copied into place; several are joined with
-    ``litdata.merge_datasets`` (which copies their chunks, so the sources stay intact until the caller
-    removes them). None with items removes the split.
-
-    Returns:
-        Whether the split holds any item.
-    """
-    import litdata
-
-    final_dir = Path(final_dir)
-    building = building_dir(final_dir)
-    if building.exists():
-        shutil.rmtree(building)
-    parts = [Path(d) for d in datasets if has_items(d)]
-    if not parts:
-        shutil.rmtree(final_dir, ignore_errors=True)
-        return False
-    if len(parts) > 1:
-        litdata.merge_datasets([str(p) for p in parts], str(building))
-    elif move:
-        os.replace(parts[0], building)
-    else:
-        shutil.copytree(parts[0], building)
-    _swap_into_place(building, final_dir)
-    return True
-
-
-def build_split(
-    fn: Callable[[Any], Any], inputs: Sequence[Any], final_dir: str | os.PathLike, **kwargs: Any
-) -> bool:
-    """One process's ``write_dataset`` then ``assemble_split``; returns whether the split holds any item."""
-    final_dir = Path(final_dir)
-    dataset = write_dataset(fn, inputs, final_dir.with_name(f".{final_dir.name}.written"), **kwargs)
-    try:
-        return assemble_split([dataset], final_dir, move=True)
-    finally:
-        shutil.rmtree(dataset, ignore_errors=True)
-
-
+# -------------------------------------------------------------------------------------------- reading
 def open_split(store: str | os.PathLike, split: str = "train", **kwargs: Any):
     """A ``litdata.StreamingDataset`` over one split of a store (kwargs go to the dataset)."""
     import litdata

@@ -34,6 +34,7 @@ import torch
 from lightning import LightningDataModule
 from litdata import StreamingDataLoader, StreamingDataset
 
+from ..store_check import check_store
 from .transforms import Sampling, ShapeTransform, collate_shapes
 
 # ShapeTransform and collate_shapes live in .transforms; they are re-exported where they always were.
@@ -132,6 +133,7 @@ class StoreDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.store = str(store).rstrip("/")
         self._info: dict[str, Any] | None = None
+        self._root: str | None = None  # the published version read (the store's `current`), set with _info
         self._datasets: dict[str, StreamingDataset] = {}
         common = dict(num_points=num_points, sampling=sampling, min_per_label=min_per_label, seed=seed,
                       swap_yz=swap_yz, normalize=normalize, with_features=with_features, with_labels=with_labels,
@@ -147,7 +149,9 @@ class StoreDataModule(LightningDataModule):
     def store_info(self) -> dict[str, Any]:
         """The store's ``store_info.json`` (read once)."""
         if self._info is None:
-            self._info = read_store_info(self.store)
+            # Item counts checked against store_info.json and the uid lists; later reads stay on this version.
+            self._root, _ = check_store(self.store)
+            self._info = read_store_info(self._root)
         return self._info
 
     @property
@@ -156,7 +160,8 @@ class StoreDataModule(LightningDataModule):
         return int(self.store_info["feature_dim"])
 
     def _split_dir(self, split: str) -> str:
-        path = f"{self.store}/{split}"
+        _ = self.store_info
+        path = f"{self._root}/{split}"
         if "://" not in path and not (Path(path) / "index.json").is_file():
             raise FileNotFoundError(f"store split {path} has no index.json (is {self.store!r} a complete store?)")
         return path

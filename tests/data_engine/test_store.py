@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from data_engine.litdata_jobs import write_dataset
 from data_engine.store import (
     RECORD_KEYS,
     SCHEMA_VERSION,
     Staging,
     assign_split,
-    build_split,
     decode_record,
     make_record,
     open_split,
@@ -82,6 +82,7 @@ def test_staging_round_trip_is_atomic(tmp_path):
     staging.write_failure("bad", "bad.ply", "MeshError: empty")
     assert staging.failures() == [{"uid": "bad", "path": "bad.ply", "reason": "MeshError: empty"}]
     assert staging.count_done() == 2
+    assert staging.listing() == ({rec["uid"]}, {"bad"})  # uids back from the file names (quoted "/")
 
 
 def test_staging_refuses_records_of_other_settings(tmp_path):
@@ -104,8 +105,7 @@ def test_split_assignment_is_stable_and_proportional():
 
 def test_litdata_round_trip(tmp_path):
     items = [("u0", 2, 0), ("u1", 0, 1), ("u2", 3, 2)]
-    assert build_split(_emit, items, tmp_path / "train", num_workers=1, start_method="fork")
-    assert not (tmp_path / ".train.building").exists()
+    write_dataset(_emit, items, tmp_path / "train", num_workers=1, start_method="fork")
     dataset = open_split(tmp_path, "train")
     assert len(dataset) == 3
     for i, (uid, k, seed) in enumerate(items):
@@ -126,5 +126,5 @@ def test_building_a_split_leaves_the_process_start_method_alone(tmp_path):
     import multiprocessing
 
     before = multiprocessing.get_start_method(allow_none=True)
-    assert build_split(_emit, [("u0", 2, 0)], tmp_path / "train", num_workers=1, start_method="spawn")
+    write_dataset(_emit, [("u0", 2, 0)], tmp_path / "train", num_workers=1, start_method="spawn")
     assert multiprocessing.get_start_method(allow_none=True) == before
