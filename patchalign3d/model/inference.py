@@ -14,13 +14,11 @@ weights for every batch and casts activations around every op (5 % of a profiled
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from patchalign3d.model.patchalign3d import PatchAlign3D
+from patchalign3d.model.patchalign3d import PatchAlign3D
 
 
 def low_precision_layers(model: PatchAlign3D) -> list[nn.Module]:
