@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from patchalign3d.model.checkpoint import load_model
 from patchalign3d.model.grouping import Patches
 from patchalign3d.model.inference import cached_inference_copy
 from patchalign3d.model.patchalign3d import ASSIGN_MODES, RELEASE_TEMPERATURE, AssignMode, PatchAlign3D
 from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
 from patchalign3d.results import MeshSegmentation, Segmentation
+from patchalign3d.text import TextBank, TextEncoder, get_text_encoder, spec_from_meta, validate_part_names
 
 PointsLike = np.ndarray | Tensor | str | os.PathLike
 UP_AXES = ("y", "z")
@@ -31,7 +33,7 @@ UP_AXES = ("y", "z")
 def _as_cloud(points: PointsLike, index: int | None = None) -> np.ndarray:
     where = "points" if index is None else f"points[{index}]"
     if isinstance(points, (str, os.PathLike)):
-        from patchalign3d.data.io import load_points
+        from patchalign3d.data.io import load_points  # trimesh (a second to import) only for files
 
         return load_points(points)
     if isinstance(points, Tensor):
@@ -67,8 +69,6 @@ def _as_clouds(points: PointsLike | Sequence[PointsLike]) -> tuple[list[np.ndarr
 
 @lru_cache(maxsize=2)
 def _cached_model(source: str | None) -> PatchAlign3D:
-    from patchalign3d.model.checkpoint import load_model
-
     return load_model(source)
 
 
@@ -84,10 +84,8 @@ def text_embeddings(text: Any, part_names: list[str], model: PatchAlign3D | None
     """``(K, D)`` embeddings of ``part_names`` from a TextBank, an encoder, a spec string, an array or None.
 
     ``None`` uses the text encoder the model was trained with when its checkpoint says so, else the
-    release's OpenCLIP ViT-bigG-14.
+    release's OpenCLIP ViT-bigG-14. Encoders named by a spec are built once per process and reused.
     """
-    from patchalign3d.text import TextBank, TextEncoder, get_text_encoder, spec_from_meta
-
     if isinstance(text, TextBank):
         return text.lookup(part_names)
     if isinstance(text, (Tensor, np.ndarray)):
@@ -105,8 +103,6 @@ def text_embeddings(text: Any, part_names: list[str], model: PatchAlign3D | None
 
 
 def _validate_names(part_names: Sequence[str]) -> list[str]:
-    from patchalign3d.text import validate_part_names
-
     return validate_part_names(part_names)
 
 
@@ -146,6 +142,54 @@ def _prepare(cloud: np.ndarray, *, normalize: bool, up_axis: str, max_points: in
     return prepared
 
 
+@dataclass
+class _Grouped:
+    """One cloud prepared and grouped: what labels (``segment``) and features (``point_features``) spread from."""
+
+    prepared: _Prepared
+    patches: Patches  # member and centre indices into the encoded subset: what the network reads
+    full: Patches  # the same patches with indices into the whole cloud: what points are spread from
+
+
+def _ready(model: PatchAlign3D, device: str | torch.device | None) -> tuple[PatchAlign3D, torch.device]:
+    """``model`` in eval mode on ``device`` (default: where it is already), and that device."""
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    if model.training:
+        model.eval()
+    if next(model.parameters()).device != dev:
+        model = model.to(dev)
+    return model, dev
+
+
+def _prepare_and_group(
+    clouds: list[np.ndarray],
+    model: PatchAlign3D,
+    dev: torch.device,
+    *,
+    normalize: bool,
+    up_axis: str,
+    max_points: int | None,
+    num_groups: int | None,
+    seed: int,
+) -> list[_Grouped]:
+    """Normalise and axis-swap each cloud, pick the encoded subset, group it on ``dev`` (one cloud at a
+    time: sizes differ; a cloud with fewer points than ``num_groups`` gets one patch per point)."""
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    cfg = model.config
+    groups_wanted = num_groups or cfg.num_groups
+    grouped = []
+    for cloud in clouds:
+        p = _prepare(cloud, normalize=normalize, up_axis=up_axis, max_points=max_points, seed=seed,
+                     min_points=cfg.group_size)
+        enc = torch.from_numpy(p.frame[p.encoded]).to(dev)[None]
+        patches = model.group(enc, num_groups=min(groups_wanted, len(p.encoded)))
+        encoded = torch.from_numpy(p.encoded).to(dev)
+        full = Patches(patches.neighborhood, patches.centers, encoded[patches.center_idx], encoded[patches.member_idx])
+        grouped.append(_Grouped(p, patches, full))
+    return grouped
+
+
 # -- the pipeline -----------------------------------------------------------------------------------------
 @torch.inference_mode()
 def _segment_clouds(
@@ -167,53 +211,37 @@ def _segment_clouds(
     seed: int,
     queries: list[list[np.ndarray]] | None = None,
 ) -> tuple[list[Segmentation], list[list[np.ndarray]]]:
-    if up_axis not in UP_AXES:
-        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
     if assign not in ASSIGN_MODES:
         raise ValueError(f"assign must be one of {ASSIGN_MODES}, got {assign!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model, dev = _ready(model, device)
+    grouped = _prepare_and_group(clouds, model, dev, normalize=normalize, up_axis=up_axis, max_points=max_points,
+                                 num_groups=num_groups, seed=seed)
     run_dtype = resolve_dtype(dtype, dev)
-    if model.training:
-        model.eval()
-    if next(model.parameters()).device != dev:
-        model = model.to(dev)
     # bf16: a cached copy with bf16 matmul weights and float32 wherever labels are decided (the model itself
     # for float32 without compile, which therefore stays exact).
     net = cached_inference_copy(model, run_dtype, compile=compile)
     text_emb = text_embeddings(text, names, model).to(dev)
 
-    cfg = model.config
-    prepared = [
-        _prepare(c, normalize=normalize, up_axis=up_axis, max_points=max_points, seed=seed, min_points=cfg.group_size)
-        for c in clouds
-    ]
-    groups_wanted = num_groups or cfg.num_groups
-    # Group each cloud on its own (sizes differ), then run the network on batches of clouds with equal G.
-    patches: list[Patches] = []
-    for p in prepared:
-        enc = torch.from_numpy(p.frame[p.encoded]).to(dev)[None]
-        patches.append(model.group(enc, num_groups=min(groups_wanted, len(p.encoded))))
+    # The network runs on batches of clouds with equal numbers of patches.
     logits: list[Tensor | None] = [None] * len(clouds)
     by_size: dict[int, list[int]] = {}
-    for i, pt in enumerate(patches):
-        by_size.setdefault(pt.centers.shape[1], []).append(i)
+    for i, g in enumerate(grouped):
+        by_size.setdefault(g.patches.centers.shape[1], []).append(i)
     for members in by_size.values():
         for s in range(0, len(members), batch_size):
             chunk = members[s : s + batch_size]
-            neigh = torch.cat([patches[i].neighborhood for i in chunk])
-            centers = torch.cat([patches[i].centers for i in chunk])
+            neigh = torch.cat([grouped[i].patches.neighborhood for i in chunk])
+            centers = torch.cat([grouped[i].patches.centers for i in chunk])
             emb = net.embed_patches(net.encoder(neigh, centers))
             batch_logits = model.patch_logits(emb, text_emb, temperature)
             for j, i in enumerate(chunk):
                 logits[i] = batch_logits[j : j + 1]
 
     results, query_logits = [], []
-    for i, (cloud, p, pt) in enumerate(zip(clouds, prepared, patches)):
-        encoded = torch.from_numpy(p.encoded).to(dev)
-        # Patch membership refers to the encoded subset: map it back to indices of the whole cloud.
-        full = Patches(pt.neighborhood, pt.centers, encoded[pt.center_idx], encoded[pt.member_idx])
+    for i, (cloud, g) in enumerate(zip(clouds, grouped)):
+        p, full = g.prepared, g.full
         frame = torch.from_numpy(p.frame).to(dev)[None]
         pl = model.point_logits(frame, full, logits[i], assign)[0]
         centers_in = cloud[full.center_idx[0].cpu().numpy()]
@@ -398,26 +426,17 @@ def point_features(
     subset for large clouds). ``queries`` ``(M, 3)`` are other points of the same shape (e.g. a mesh's face
     centres) that get features too. ``outputs`` names what to spread (the others come back None).
     """
-    if up_axis not in UP_AXES:
-        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
     if not set(outputs) <= {"tokens", "embeddings"}:
         raise ValueError(f"outputs must name 'tokens' and/or 'embeddings', got {list(outputs)}")
-    model = _resolve_model(model)
+    model, dev = _ready(_resolve_model(model), device)
     cloud = _as_cloud(points)
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    if model.training:
-        model.eval()
-    model = model.to(dev)
-    p = _prepare(cloud, normalize=normalize, up_axis=up_axis, max_points=max_points, seed=seed,
-                 min_points=model.config.group_size)
-    enc = torch.from_numpy(p.frame[p.encoded]).to(dev)[None]
-    pt = model.group(enc, num_groups=min(num_groups or model.config.num_groups, len(p.encoded)))
+    (grouped,) = _prepare_and_group([cloud], model, dev, normalize=normalize, up_axis=up_axis,
+                                    max_points=max_points, num_groups=num_groups, seed=seed)
+    p, pt, full = grouped.prepared, grouped.patches, grouped.full
     net = cached_inference_copy(model, resolve_dtype(dtype, dev))
     tokens = net.encoder(pt.neighborhood, pt.centers).float()
     emb = net.embed_patches(tokens) if model.proj is not None and "embeddings" in outputs else None
     tokens = tokens if "tokens" in outputs else None
-    encoded = torch.from_numpy(p.encoded).to(dev)
-    full = Patches(pt.neighborhood, pt.centers, encoded[pt.center_idx], encoded[pt.member_idx])
 
     def spread(where: np.ndarray, values: Tensor | None) -> np.ndarray | None:
         if values is None:

@@ -18,6 +18,7 @@ import trimesh
 
 from patchalign3d.data.io import SUPPORTED_SUFFIXES, load_mesh_pieces, load_points
 from patchalign3d.outputs import SCENE_SUFFIXES
+from patchalign3d.results import MeshSegmentation
 
 #: What ``formats`` may hold: output suffixes, ``png`` (a picture) and ``auto`` (``glb`` for meshes, ``ply`` for clouds).
 BATCH_FORMATS = ("auto", "glb", "gltf", "obj", "ply", "npz", "png")
@@ -159,6 +160,7 @@ def segment_files(
     """
     from tqdm.auto import tqdm
 
+    # torch and the model load when shapes are segmented: the CLI reads BATCH_FORMATS for its --help
     from patchalign3d.api import _resolve_model, _validate_names, text_embeddings
 
     formats = _check_formats(formats)
@@ -229,8 +231,6 @@ def _segment_chunk(chunk: list[ShapeInput], names: list[str], run: dict, num_poi
 
 
 def _write(seg: Any, base: Path, formats: list[str], colors: str, split: Path | None, split_format: str) -> list[str]:
-    from patchalign3d.results import MeshSegmentation
-
     is_mesh = isinstance(seg, MeshSegmentation)
     suffixes: list[str] = []
     for fmt in formats:

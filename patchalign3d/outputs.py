@@ -6,6 +6,9 @@
 - ``.glb`` / ``.gltf`` / ``.obj`` (meshes): a scene with one node per part, named after the part, holding
   that part's faces with the input's colours, UVs and materials; ``<name>.json`` beside it holds the part
   names, their colours and the per-face labels. Every input face lands in exactly one part.
+
+The writers sit beneath the result types (:mod:`patchalign3d.results` calls them) and never import them:
+they take anything with the fields of :class:`LabelledPoints` or :class:`LabelledMesh`.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from patchalign3d.viz import label_colors
+
 if TYPE_CHECKING:  # pragma: no cover
     import trimesh
-
-    from patchalign3d.results import MeshSegmentation, Segmentation
 
 ColorMode = Literal["input", "parts"]
 COLOR_MODES: tuple[str, ...] = ("input", "parts")
@@ -31,7 +34,23 @@ SCENE_SUFFIXES = (".glb", ".gltf", ".obj")
 PART_FILE_SUFFIXES = SCENE_SUFFIXES + (".ply", ".stl")
 
 
-def save(seg: Segmentation, path: str | os.PathLike, *, colors: ColorMode = "input") -> Path:
+class LabelledPoints(Protocol):
+    """What the writers read from a point segmentation (:class:`~patchalign3d.results.Segmentation`)."""
+
+    points: np.ndarray  # (N, 3)
+    labels: np.ndarray  # (N,) index into part_names
+    part_names: list[str]
+
+
+class LabelledMesh(LabelledPoints, Protocol):
+    """... and from a mesh segmentation (:class:`~patchalign3d.results.MeshSegmentation`)."""
+
+    mesh: Any  # trimesh.Trimesh, the concatenation of pieces
+    face_labels: np.ndarray  # (F,) index into part_names, in the order of mesh's faces
+    pieces: list[Any]  # the input's geometries (trimesh.Trimesh), face for face
+
+
+def save(seg: LabelledPoints, path: str | os.PathLike, *, colors: ColorMode = "input") -> Path:
     """Write ``seg`` to ``path``; the suffix picks the format (module docstring).
 
     Args:
@@ -71,7 +90,7 @@ def check_output_path(path: str | os.PathLike, *, mesh: bool) -> None:
 
 
 def save_parts(
-    seg: MeshSegmentation, folder: str | os.PathLike, *, suffix: str = ".glb", colors: ColorMode = "input"
+    seg: LabelledMesh, folder: str | os.PathLike, *, suffix: str = ".glb", colors: ColorMode = "input"
 ) -> list[Path]:
     """One file per part that has faces, ``folder/<part name><suffix>`` (names made file-safe and unique)."""
     suffix = suffix if suffix.startswith(".") else f".{suffix}"
@@ -93,8 +112,6 @@ def save_parts(
 # -- point clouds -----------------------------------------------------------------------------------------
 def write_points_ply(path: str | os.PathLike, points: np.ndarray, labels: np.ndarray, part_names: Sequence[str]) -> Path:
     """Binary PLY of ``(N, 3)`` points coloured by part, with an ``int label`` property and the names in the header."""
-    from patchalign3d.viz import label_colors
-
     points, labels = np.asarray(points), np.asarray(labels)
     table = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
                                          ("blue", "u1"), ("label", "<i4")])
@@ -121,7 +138,7 @@ def _name_comments(part_names: Sequence[str]) -> list[str]:
 
 
 # -- meshes ------------------------------------------------------------------------------------------------
-def write_mesh_ply(path: str | os.PathLike, seg: MeshSegmentation, *, colors: ColorMode = "input") -> Path:
+def write_mesh_ply(path: str | os.PathLike, seg: LabelledMesh, *, colors: ColorMode = "input") -> Path:
     """The input mesh (its vertex and face order) with an ``int label`` per face and the names in the header.
 
     Vertex colours of the input are kept with ``colors="input"``; otherwise faces take their part's colour.
@@ -147,7 +164,7 @@ def write_mesh_ply(path: str | os.PathLike, seg: MeshSegmentation, *, colors: Co
     return path
 
 
-def parts_scene(seg: MeshSegmentation, *, colors: ColorMode = "input", only: int | None = None) -> trimesh.Scene:
+def parts_scene(seg: LabelledMesh, *, colors: ColorMode = "input", only: int | None = None) -> trimesh.Scene:
     """A scene with one node per part that has faces (``only``: just part ``only``).
 
     A part whose faces come from one piece of the input is a node holding that geometry; a part spanning
@@ -231,7 +248,7 @@ def write_scene(scene: trimesh.Scene, path: str | os.PathLike) -> Path:
     return path
 
 
-def parts_record(seg: MeshSegmentation) -> dict:
+def parts_record(seg: LabelledMesh) -> dict:
     """Part names, colours, per-face labels (input face order) and face counts, as JSON-ready values."""
     rgba = part_rgba(len(seg.part_names))
     counts = np.bincount(seg.face_labels, minlength=len(seg.part_names))
@@ -244,7 +261,7 @@ def parts_record(seg: MeshSegmentation) -> dict:
     }
 
 
-def write_parts_json(seg: MeshSegmentation, path: str | os.PathLike, *, scene_file: str | None = None) -> Path:
+def write_parts_json(seg: LabelledMesh, path: str | os.PathLike, *, scene_file: str | None = None) -> Path:
     """:func:`parts_record` as JSON (``scene_file``: the parts scene it describes)."""
     record = parts_record(seg)
     if scene_file:
@@ -257,8 +274,6 @@ def write_parts_json(seg: MeshSegmentation, path: str | os.PathLike, *, scene_fi
 # -- helpers -----------------------------------------------------------------------------------------------
 def part_rgba(num_parts: int) -> np.ndarray:
     """``(K, 4)`` uint8 RGBA part colours (the same as the pictures')."""
-    from patchalign3d.viz import label_colors
-
     rgb = label_colors(np.arange(num_parts), num_parts)
     return np.hstack([rgb, np.full((num_parts, 1), 255, np.uint8)])
 
@@ -276,10 +291,9 @@ def file_stems(names: Sequence[str]) -> list[str]:
     return stems
 
 
-def _is_mesh(seg: Segmentation) -> bool:
-    from patchalign3d.results import MeshSegmentation
-
-    return isinstance(seg, MeshSegmentation) and seg.mesh is not None and len(seg.face_labels) > 0
+def _is_mesh(seg: LabelledPoints) -> bool:
+    """Whether ``seg`` labels a mesh's faces (a :class:`LabelledMesh` with a mesh and face labels)."""
+    return getattr(seg, "mesh", None) is not None and len(getattr(seg, "face_labels", ())) > 0
 
 
 def _check_colors(colors: str) -> None:

@@ -1,4 +1,5 @@
-"""Which floating-point precision to run in: names, and what ``"auto"`` picks on this hardware.
+"""Which floating-point precision to run in: names, what ``"auto"`` picks on this hardware, and the rule
+that layers run in their weights' precision (:func:`to_weight_dtype`).
 
 ``"auto"`` means bfloat16 where the hardware runs bf16 matmuls natively and fast (CUDA devices of compute
 capability 8.0 or newer; CPUs with AMX-BF16 or AVX-512-BF16), float32 everywhere else. The probe runs once
@@ -11,6 +12,7 @@ import functools
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 #: The precisions accepted by ``segment``, ``evaluate``, the teacher and the CLIs.
 DTYPE_NAMES = ("auto", "float32", "bfloat16")
@@ -111,3 +113,14 @@ def _cpuinfo_features(path: Path) -> tuple[str, ...]:
             flags = set(line.partition(":")[2].split())
             return tuple(f for f in CPU_BF16_FEATURES if f in flags)
     return ()
+
+
+def to_weight_dtype(x: Tensor, weight: Tensor) -> Tensor:
+    """``x`` cast down to a low-precision ``weight``'s dtype; unchanged next to float32 weights.
+
+    It never casts up, so float32 models (also under autocast, which picks its own dtypes) run exactly as
+    before; only the bf16 layers of an inference copy change what they receive.
+    """
+    if weight.dtype == torch.float32 or x.dtype == weight.dtype:
+        return x
+    return x.to(weight.dtype)

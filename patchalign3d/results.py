@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from patchalign3d import outputs, viz
+
 
 @dataclass
 class Segmentation:
@@ -44,14 +46,10 @@ class Segmentation:
         property and the part names in the header. Meshes also take ``.glb``/``.gltf``/``.obj`` (one named
         node per part, with a ``.json`` beside it).
         """
-        from patchalign3d.outputs import save
-
-        return save(self, path, **options)
+        return outputs.save(self, path, **options)
 
     def to_png(self, path: str | os.PathLike, *, title: str | None = None) -> Path:
         """A picture of the segmentation."""
-        from patchalign3d import viz
-
         return viz.render_segmentation_png(self.points, self.labels, self.part_names, path, title=title)
 
 
@@ -73,6 +71,4 @@ class MeshSegmentation(Segmentation):
 
     def save_parts(self, folder: str | os.PathLike, *, suffix: str = ".glb", **options: Any) -> list[Path]:
         """One file per part in ``folder`` (``<part name><suffix>``); see :func:`patchalign3d.outputs.save_parts`."""
-        from patchalign3d.outputs import save_parts
-
-        return save_parts(self, folder, suffix=suffix, **options)
+        return outputs.save_parts(self, folder, suffix=suffix, **options)

@@ -1,6 +1,10 @@
 """Loading and exporting weights: the released file, this package's Lightning checkpoints, the Hub
 (released files, and ``save_pretrained`` folders and repos: :mod:`patchalign3d.model.hub`).
 
+:func:`load_model` reads its ``source`` once into a :class:`Source` (a folder, a file, a Hub repo or one
+file of a Hub repo) and hands it to the one loader of that kind. Configs and strict weight loading come
+from :mod:`patchalign3d.model.config`, which this module, the Hub mixin and the network all sit above.
+
 The released file is ``{"model": encoder_state, "proj": {"proj.weight", "proj.bias"}, "temp": {"log_scale"}}``
 (REFERENCE section 3). Files are read with ``torch.load(weights_only=True)``: a pickle from the internet can
 run code, so anything that needs full unpickling is refused unless the caller passes ``trust_pickle=True``.
@@ -11,23 +15,28 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 from patchalign3d.errors import CheckpointError, WeightsUnavailableError
-from patchalign3d.model.patchalign3d import PatchAlign3D, PatchAlign3DConfig
+from patchalign3d.model.config import (
+    CONFIG_NAME,
+    PatchAlign3DConfig,
+    config_from_state,
+    is_hub_config,
+    load_strict,
+)
+from patchalign3d.model.patchalign3d import PatchAlign3D
 
 DEFAULT_REPO = "patchalign3d/patchalign3d-encoder"
 DEFAULT_FILENAME = "patchalign3d.pt"
 #: Key under which this package's Lightning checkpoints describe themselves.
 LIGHTNING_KEY = "patchalign3d"
-#: Heads cannot be read off the weights; the released model (and all of ours) use 64-wide heads.
-HEAD_DIM = 64
-
-_BLOCK_RE = re.compile(r"^blocks\.blocks\.(\d+)\.")
 
 
 def safe_load(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
@@ -47,40 +56,6 @@ def safe_load(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
-
-
-def config_from_state(
-    encoder_state: dict[str, torch.Tensor], proj_state: dict[str, torch.Tensor] | None = None, **overrides
-) -> PatchAlign3DConfig:
-    """Architecture read off released-layout weights (grouping settings and ``overrides`` from the caller)."""
-    try:
-        embed_dim, tokenizer_dim = encoder_state["reduce_dim.weight"].shape
-        h1 = encoder_state["encoder.first_conv.0.weight"].shape[0]
-        h2 = encoder_state["encoder.first_conv.3.weight"].shape[0]
-        h3 = encoder_state["encoder.second_conv.0.weight"].shape[0]
-        pos_hidden = encoder_state["pos_embed.0.weight"].shape[0]
-        mlp_hidden = encoder_state["blocks.blocks.0.mlp.fc1.weight"].shape[0]
-    except KeyError as err:
-        raise CheckpointError(f"not a PatchAlign3D encoder state: key {err.args[0]!r} is missing") from None
-    depth = 1 + max(int(m.group(1)) for k in encoder_state if (m := _BLOCK_RE.match(k)))
-    cfg = dict(
-        embed_dim=embed_dim, depth=depth, num_heads=max(1, embed_dim // HEAD_DIM), mlp_ratio=mlp_hidden / embed_dim,
-        tokenizer_dim=tokenizer_dim, tokenizer_hidden=(h1, h2, h3), pos_hidden=pos_hidden,
-        use_cls_token="cls_token" in encoder_state,
-        text_dim=proj_state["proj.weight"].shape[0] if proj_state else None,
-    )
-    cfg.update(overrides)
-    return PatchAlign3DConfig.from_dict({**PatchAlign3DConfig().to_dict(), **cfg})
-
-
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    result = module.load_state_dict(state, strict=False)
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-        parts = [f"missing keys: {show(missing)}" if missing else "", f"unexpected keys: {show(unexpected)}" if unexpected else ""]
-        raise CheckpointError(f"{what} does not have the PatchAlign3D layout; " + "; ".join(p for p in parts if p))
 
 
 def model_from_released(obj: dict, *, config: PatchAlign3DConfig | None = None, **overrides) -> PatchAlign3D:
@@ -122,9 +97,6 @@ def _sidecar(path: Path) -> Path:
 
 
 def _hub_download(repo_id: str, filename: str, revision: str | None) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
     except LocalEntryNotFoundError as err:
@@ -137,19 +109,38 @@ def _hub_download(repo_id: str, filename: str, revision: str | None) -> Path:
         raise WeightsUnavailableError(f"could not fetch {filename} from {repo_id}: {err}") from err
 
 
-def _repo_and_revision(source: str | os.PathLike | None) -> tuple[str, str | None] | None:
-    """``("owner/name", revision)`` when ``source`` names a whole Hub repo (``None``: the default one)."""
+@dataclass(frozen=True)
+class Source:
+    """What :func:`load_model`'s ``source`` names, read once.
+
+    ``kind``: ``"folder"`` (a ``save_pretrained`` folder at ``path``), ``"file"`` (a ``.pt``/``.ckpt`` at
+    ``path``), ``"repo"`` (a whole Hub repo ``repo_id``) or ``"repo_file"`` (``filename`` in ``repo_id``).
+    """
+
+    kind: Literal["folder", "file", "repo", "repo_file"]
+    path: Path | None = None
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str | None = None
+
+
+def parse_source(source: str | os.PathLike | None) -> Source:
+    """A local path, ``"owner/name[@revision]"``, ``"hf://owner/name/file.pt[@revision]"`` or ``None`` (the
+    default repo) -> :class:`Source`. Raises ``FileNotFoundError`` for anything else."""
     if source is None:
-        return DEFAULT_REPO, None
+        return Source("repo", repo_id=DEFAULT_REPO)
+    path = Path(source).expanduser()
+    if path.exists():
+        return Source("folder" if path.is_dir() else "file", path=path)
     text = str(source)
-    if Path(text).expanduser().exists() or (text.startswith("hf://") and text.count("/") > 3):
-        return None
-    text = text.removeprefix("hf://")
-    text, _, revision = text.partition("@")
+    one_file = text.startswith("hf://") and text.count("/") > 3
+    text, _, revision = text.removeprefix("hf://").partition("@")
     parts = text.split("/")
+    if one_file:
+        return Source("repo_file", repo_id="/".join(parts[:2]), filename="/".join(parts[2:]), revision=revision or None)
     if len(parts) == 2 and all(parts) and not text.endswith((".pt", ".ckpt", ".pth")):
-        return text, revision or None
-    return None
+        return Source("repo", repo_id=text, revision=revision or None)
+    raise FileNotFoundError(f"no checkpoint at {source!r} (not a file or folder, nor a Hugging Face repo id 'owner/name')")
 
 
 def _repo_has_pretrained_layout(repo_id: str, revision: str | None) -> bool:
@@ -158,10 +149,6 @@ def _repo_has_pretrained_layout(repo_id: str, revision: str | None) -> bool:
     Any failure here (no such file, offline and not cached) answers False: the released file is tried next,
     and its download names the problem.
     """
-    from huggingface_hub import hf_hub_download
-
-    from patchalign3d.model.hub import CONFIG_NAME, is_hub_config
-
     try:
         config = Path(hf_hub_download(repo_id, CONFIG_NAME, revision=revision))
         return is_hub_config(json.loads(config.read_text()))
@@ -169,20 +156,16 @@ def _repo_has_pretrained_layout(repo_id: str, revision: str | None) -> bool:
         return False
 
 
+def _local_file(source: Source) -> Path:
+    """The checkpoint file ``source`` names, downloaded when it is on the Hub (a whole repo: its released .pt)."""
+    if source.kind in ("folder", "file"):
+        return source.path
+    return _hub_download(source.repo_id, source.filename or DEFAULT_FILENAME, source.revision)
+
+
 def resolve_source(source: str | os.PathLike | None) -> Path:
     """A local file for ``source``: a path, ``"owner/repo"``, ``"hf://owner/repo/file.pt"`` or ``None`` (default)."""
-    path = Path(source).expanduser() if source is not None else None
-    if path is not None and path.exists():
-        return path
-    repo = _repo_and_revision(source)
-    if repo is not None:
-        return _hub_download(repo[0], DEFAULT_FILENAME, repo[1])
-    text = str(source)
-    if text.startswith("hf://") and text.count("/") > 3:
-        text, _, revision = text.removeprefix("hf://").partition("@")
-        parts = text.split("/")
-        return _hub_download("/".join(parts[:2]), "/".join(parts[2:]), revision or None)
-    raise FileNotFoundError(f"no checkpoint at {source!r} (not a file or folder, nor a Hugging Face repo id 'owner/name')")
+    return _local_file(parse_source(source))
 
 
 def load_model(
@@ -208,13 +191,13 @@ def load_model(
         WeightsUnavailableError: a Hub source that is not cached while offline.
         CheckpointError: a file of the wrong layout (the message lists missing and unexpected keys).
     """
-    repo = _repo_and_revision(source)
-    if source is not None and Path(source).expanduser().is_dir():
-        model = PatchAlign3D.from_pretrained(Path(source).expanduser(), **overrides)
-    elif repo is not None and _repo_has_pretrained_layout(*repo):
-        model = PatchAlign3D.from_pretrained(repo[0], revision=repo[1], **overrides)
+    src = parse_source(source)
+    if src.kind == "folder":
+        model = PatchAlign3D.from_pretrained(src.path, **overrides)
+    elif src.kind == "repo" and _repo_has_pretrained_layout(src.repo_id, src.revision):
+        model = PatchAlign3D.from_pretrained(src.repo_id, revision=src.revision, **overrides)
     else:
-        model = _load_file(resolve_source(source), trust_pickle, overrides)
+        model = _load_file(_local_file(src), trust_pickle, overrides)
     return model.to(device).eval() if device is not None else model.eval()
 
 

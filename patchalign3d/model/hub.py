@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+from safetensors.torch import load_file
 
 from patchalign3d.errors import CheckpointError, WeightsUnavailableError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from patchalign3d.model.patchalign3d import PatchAlign3DConfig
-
-CONFIG_FORMAT = "patchalign3d"
-CONFIG_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-#: Top-level keys of config.json (the mixin also hands them to ``_from_pretrained`` as keyword arguments).
-CONFIG_KEYS = ("format", "format_version", "architecture", "grouping", "text_encoder", "temperature", "logit_scale")
-GROUPING_KEYS = ("num_groups", "group_size", "fps_skip_near_origin")
+from patchalign3d.model.config import (
+    CONFIG_FORMAT,
+    CONFIG_KEYS,
+    CONFIG_NAME,
+    CONFIG_VERSION,
+    GROUPING_KEYS,
+    RELEASE_TEMPERATURE,
+    WEIGHTS_NAME,
+    config_from_hub,
+    load_strict,
+)
+from patchalign3d.text import spec_from_meta
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -102,9 +105,6 @@ Reproduce with `patchalign3d evaluate {shapenetpart,partnete,faust,objaverse} --
 
 def hub_config(model: Any) -> dict[str, Any]:
     """The ``config.json`` of ``model``: architecture, grouping, text encoder and temperature."""
-    from patchalign3d.model.patchalign3d import RELEASE_TEMPERATURE
-    from patchalign3d.text import spec_from_meta
-
     arch = model.config.to_dict()
     grouping = {k: arch.pop(k) for k in GROUPING_KEYS}
     meta = getattr(model, "text_meta", None)
@@ -117,25 +117,6 @@ def hub_config(model: Any) -> dict[str, Any]:
         "temperature": RELEASE_TEMPERATURE,
         "logit_scale": float(model.log_scale.detach().exp()),
     }
-
-
-def is_hub_config(config: Any) -> bool:
-    return isinstance(config, dict) and config.get("format") == CONFIG_FORMAT
-
-
-def config_from_hub(config: dict[str, Any], where: str, **overrides: Any) -> PatchAlign3DConfig:
-    """A :class:`PatchAlign3DConfig` from a ``config.json`` dict (``overrides`` win)."""
-    from patchalign3d.model.patchalign3d import PatchAlign3DConfig
-
-    if not is_hub_config(config):
-        raise CheckpointError(f"{where}/{CONFIG_NAME} was not written by patchalign3d (no \"format\": \"{CONFIG_FORMAT}\")")
-    if config.get("format_version", 0) > CONFIG_VERSION:
-        raise CheckpointError(f"{where}/{CONFIG_NAME} has format_version {config['format_version']}; "
-                              f"this patchalign3d reads up to {CONFIG_VERSION}: upgrade the package")
-    try:
-        return PatchAlign3DConfig.from_dict({**config["architecture"], **config["grouping"], **overrides})
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{where}/{CONFIG_NAME}: {err}") from None
 
 
 def card_facts(model: Any) -> dict[str, Any]:
@@ -154,8 +135,6 @@ def card_facts(model: Any) -> dict[str, Any]:
 
 
 def _hub_error(source: str, err: Exception) -> Exception:
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
-
     if isinstance(err, HFValidationError):
         return FileNotFoundError(f"{source!r} is neither a model folder nor a Hugging Face repo id ('owner/name')")
     if isinstance(err, EntryNotFoundError) and not isinstance(err, FileNotFoundError):
@@ -200,8 +179,6 @@ class PatchAlign3DHubMixin(
             if missing:
                 raise CheckpointError(f"{local} is not a saved PatchAlign3D folder: {' and '.join(missing)} missing")
             return super().from_pretrained(local, **kwargs)
-        from huggingface_hub.errors import HFValidationError
-
         try:
             return super().from_pretrained(source, **kwargs)
         except (CheckpointError, WeightsUnavailableError):
@@ -224,11 +201,6 @@ class PatchAlign3DHubMixin(
         strict: bool = True,
         **overrides: Any,
     ):
-        from huggingface_hub import hf_hub_download
-        from safetensors.torch import load_file
-
-        from patchalign3d.model.checkpoint import load_strict
-
         for key in CONFIG_KEYS:  # the mixin passes config.json's keys again as keyword arguments
             overrides.pop(key, None)
         if config is None:

@@ -5,7 +5,7 @@ of the FLOPs): the tokenizer's per-point layers after the first, and the transfo
 It keeps in float32 everything that is cheap and decides labels: the input layer on the raw patch
 coordinates, the position embedding of the centres, every normalisation, the residual stream between blocks,
 the final norm, the text head and the logits. Layers simply run in the dtype of their weights
-(:func:`to_weight_dtype`), so one code path serves float32 models, autocast training and the copies.
+(:func:`patchalign3d.precision.to_weight_dtype`), so one code path serves float32 models, autocast training and the copies.
 
 Holding bf16 weights (instead of autocast) casts them once, not at every call: autocast re-casts the 22 M
 weights for every batch and casts activations around every op (5 % of a profiled bf16 batch of 32 on a CPU).
@@ -14,24 +14,11 @@ weights for every batch and casts activations around every op (5 % of a profiled
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from patchalign3d.model.patchalign3d import PatchAlign3D
-
-
-def to_weight_dtype(x: Tensor, weight: Tensor) -> Tensor:
-    """``x`` cast down to a low-precision ``weight``'s dtype; unchanged next to float32 weights.
-
-    It never casts up, so float32 models (also under autocast, which picks its own dtypes) run exactly as
-    before; only the bf16 layers of an inference copy change what they receive.
-    """
-    if weight.dtype == torch.float32 or x.dtype == weight.dtype:
-        return x
-    return x.to(weight.dtype)
+from patchalign3d.model.patchalign3d import PatchAlign3D
 
 
 def low_precision_layers(model: PatchAlign3D) -> list[nn.Module]:

@@ -1,15 +1,19 @@
-"""The PatchAlign3D network: point patches -> transformer tokens -> text-aligned patch embeddings."""
+"""The PatchAlign3D network: point patches -> transformer tokens -> text-aligned patch embeddings.
+
+Its configuration (:class:`PatchAlign3DConfig`, the release's temperature) lives in
+:mod:`patchalign3d.model.config` and is re-exported here.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from patchalign3d.model.config import MAX_LOGIT_SCALE, RELEASE_TEMPERATURE, PatchAlign3DConfig
 from patchalign3d.model.grouping import Backend, Patches, group_points, knn, nearest_center
 from patchalign3d.model.hub import PatchAlign3DHubMixin
 from patchalign3d.model.tokenizer import PatchTokenizer
@@ -17,46 +21,6 @@ from patchalign3d.model.transformer import TransformerEncoder
 
 AssignMode = Literal["nearest", "membership", "membership_release", "interpolate"]
 ASSIGN_MODES: tuple[str, ...] = ("nearest", "membership", "membership_release", "interpolate")
-
-#: Temperature used by the release at inference.
-RELEASE_TEMPERATURE = 0.07
-#: Ceiling of the learnable logit scale during training (as released).
-MAX_LOGIT_SCALE = 100.0
-
-
-@dataclass
-class PatchAlign3DConfig:
-    """Architecture hyper-parameters. The defaults are the released model."""
-
-    embed_dim: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.1
-    tokenizer_dim: int = 256
-    tokenizer_hidden: tuple[int, int, int] = field(default=(128, 256, 512))
-    pos_hidden: int = 128
-    num_groups: int = 128
-    group_size: int = 32
-    use_cls_token: bool = True
-    text_dim: int | None = 1280
-    #: Reproduce the release's CUDA FPS, which never picks a point within sqrt(1e-3) of the origin.
-    fps_skip_near_origin: bool = True
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["tokenizer_hidden"] = list(self.tokenizer_hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PatchAlign3DConfig:
-        d = dict(d)
-        if "tokenizer_hidden" in d:
-            d["tokenizer_hidden"] = tuple(d["tokenizer_hidden"])
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown PatchAlign3D config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 class PointPatchEncoder(nn.Module):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from patchalign3d.model.inference import to_weight_dtype
+from patchalign3d.precision import to_weight_dtype
 
 
 def _pointwise_params(conv: nn.Conv1d, norm: nn.BatchNorm1d | None = None) -> tuple[Tensor, Tensor]:

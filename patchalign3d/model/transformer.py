@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from patchalign3d.model.inference import to_weight_dtype
+from patchalign3d.precision import to_weight_dtype
 
 
 class Attention(nn.Module):

@@ -19,6 +19,7 @@ from .encoders import (
     TextEncoder,
     UnknownTextEncoderError,
     WeightsUnavailableError,
+    clear_text_encoder_cache,
     get_text_encoder,
     spec_from_meta,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "OpenCLIPTextEncoder",
     "HFTextEncoder",
     "get_text_encoder",
+    "clear_text_encoder_cache",
     "spec_from_meta",
     "UnknownTextEncoderError",
     "TextBank",

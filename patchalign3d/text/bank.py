@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .encoders import TextEncoder, get_text_encoder
+from .interface import TextEncoder
+from .registry import UnknownTextEncoderError, get_text_encoder, spec_from_meta
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -357,8 +358,6 @@ class TextBank:
         Raises:
             UnknownTextEncoderError: the bank's metadata does not tell (no silent fallback to another encoder).
         """
-        from .encoders import UnknownTextEncoderError, spec_from_meta
-
         where = source or f"the text bank's metadata ({len(self)} names)"
         spec = spec_from_meta(self.meta, source=where)
         if spec is None:
