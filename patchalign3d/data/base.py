@@ -136,6 +136,15 @@ class PartDataset(Sequence[PartShape]):
         """
         return 0
 
+    def release_order(self) -> list[int]:
+        """Record indices in the order the released evaluation script's loader reads the shapes (its per-batch
+        cIoU depends on it); the record order unless a loader knows the release's."""
+        return list(range(len(self.records)))
+
+    def choices(self) -> dict[str, Any]:
+        """The loader's options that change a figure, for the report (none unless a loader has some)."""
+        return {}
+
     # -- sequence protocol ------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.records)

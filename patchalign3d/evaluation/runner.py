@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from patchalign3d.evaluation.report import build_report, environment, render_ext
 from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
 from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
 
-__all__ = ["DEFAULT_DTYPE", "evaluate", "evaluate_main"]
+__all__ = ["DEFAULT_DTYPE", "evaluate"]
 
 
 def eval_dtype(dtype: str | None) -> str:
@@ -110,7 +110,7 @@ def evaluate(
     protocol = protocol or benchmark_protocol(name)
     data = EvalDataset(dataset, protocol)
     if len(data) == 0:
-        raise ValueError(f"{dataset!r} holds no shapes to evaluate")
+        raise ValueError(data.why_empty())
     net, model_source = _resolve_model(model, trust_pickle)
     embed = PromptEmbedder(text, net, protocol.text_templates)
     unlabelled = protocol.unlabelled or default_unlabelled(protocol.metric)
@@ -163,11 +163,3 @@ def evaluate(
             json.dumps(report, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8"
         )
     return report
-
-
-
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    """``patchalign3d evaluate``; lives in :mod:`patchalign3d.evaluation.cli` (the top-level command imports it here)."""
-    from patchalign3d.evaluation.cli import evaluate_main as main
-
-    return main(argv)

@@ -66,7 +66,7 @@ class PromptEmbedder:
             elif not self.bank.paired and text_templates == "release":
                 self.bank_serves = True
             else:  # templates the bank was not built with: its own encoder, or a clear refusal
-                self.encoder = get_text_encoder(self.bank.encoder_spec(f"the text bank's metadata {self.bank.meta}"))
+                self.encoder = get_text_encoder(_bank_encoder_spec(self.bank, text_templates))
                 if self.encoder.dim != self.bank.dim:
                     raise ValueError(
                         f"the text bank is {self.bank.dim}-d but the encoder its metadata names "
@@ -124,6 +124,23 @@ class PromptEmbedder:
         return bank.lookup(prompts, category=cat)
 
 
+def _bank_encoder_spec(bank: Any, text_templates: Any) -> str:
+    """The encoder that built ``bank``; when its metadata does not say, advice that works with a bank (the
+    encoder's own advice, ``--text-encoder``, cannot be combined with ``--text-bank``)."""
+    from patchalign3d.text import UnknownTextEncoderError
+
+    try:
+        return bank.encoder_spec(f"the text bank's metadata {bank.meta}")
+    except UnknownTextEncoderError:
+        own = "category" if bank.paired else "release"
+        raise UnknownTextEncoderError(
+            f"the text bank's metadata {bank.meta} does not say which text encoder built it, so the templates of "
+            f"text_templates={text_templates!r}, which the bank was not built with, cannot be encoded: keep the bank "
+            f"with its own templates (--text-templates {own}; Python: text_templates={own!r}), or replace "
+            "--text-bank with --text-encoder SPEC naming the encoder that built it (Python: text=SPEC)"
+        ) from None
+
+
 def predict_batch(
     model: Any,
     items: Sequence[EvalItem],
@@ -175,7 +192,8 @@ def score_batch(metric: PartIoU, items: Sequence[EvalItem], preds: Sequence[np.n
     """Add each item's IoU to ``metric``."""
     for it, pred in zip(items, preds):
         metric.update(
-            torch.from_numpy(pred), torch.from_numpy(it.labels), len(it.part_names), it.category, it.index
+            torch.from_numpy(pred), torch.from_numpy(it.labels), len(it.part_names), it.category, it.index,
+            scored=it.scored_parts,
         )
 
 

@@ -129,15 +129,25 @@ def test_benchmark_protocols_and_configs():
 
 
 def test_presets():
-    for name in ("shapenetpart", "objaverse", "partnete", "partnet"):
+    for name in ("objaverse", "partnete", "partnet", "scanobjectnn"):
         assert benchmark_protocol(name, "release") == Protocol(
             **{**benchmark_protocol(name).to_dict(), "preset": "release"}
         )
+    # the released ShapeNetPart script normalises the whole cloud before its draw and averages per batch
+    # (src/datasets/shapenet.py:97-101, src/inference/eval.py:288-296); the paper preset keeps the defaults
+    assert benchmark_protocol("shapenetpart", "release") == Protocol(
+        **{**benchmark_protocol("shapenetpart").to_dict(), "preset": "release", "normalize_before_sampling": True,
+           "ciou": "release-batches"}
+    )
+    paper = benchmark_protocol("shapenetpart")
+    assert (paper.normalize_before_sampling, paper.ciou) == (False, "categories")
     release_faust = benchmark_protocol("faust", "release")  # the released script draws 2048 vertices
     assert (release_faust.points, release_faust.replace, release_faust.normalize) == (2048, False, False)
     f3d = benchmark_protocol("shapenetpart", "find3d")
+    # Find3D's eval_benchmark.py:129,132: --subset is off unless given -> every shape by default
     assert (f3d.prompts, f3d.prompt_template, f3d.rotation, f3d.subset, f3d.points, f3d.metric) == (
-        "find3d", "{part} of a {category}", "find3d", "find3d", None, "find3d")
+        "find3d", "{part} of a {category}", "find3d", "all", None, "find3d")
+    assert benchmark_protocol("partnete", "find3d").subset == "all"
     assert not f3d.none_if_negative and benchmark_protocol("partnete", "find3d").none_if_negative
     assert benchmark_protocol("objaverse", "find3d").none_if_negative
     with pytest.raises(ValueError, match="unknown protocol preset 'mine'"):
