@@ -269,7 +269,9 @@ class ScanObjectNN(PartDataset):
                 "value": self.scene,
                 "rule": "every point of the scan file" if self.scene == "keep" else
                 "the object's points only (the most frequent semantic label other than 0, 1, 2)",
-                "source": "hkust-vgd/scanobjectnn data_utils.py:67-74; marco-garosi/COPS data/ScanObjectNN.py:103-110",
+                "source": "marco-garosi/COPS tests/utils/get_dataset.py:23 (filter_background=False)"
+                if self.scene == "keep" else
+                "hkust-vgd/scanobjectnn data_utils.py:67-74; marco-garosi/COPS data/ScanObjectNN.py:103-110",
             },
             "part_labels": {"value": str(self.part_labels), "rule": "part names from <category>_meta.xml"},
             "split_file": {"value": str(self.split_file), "rule": f"the '{self.split}' lines of the split list"},

@@ -257,10 +257,11 @@ def _weights_advice(error: Exception, checkpoint: Any) -> str:
     """The error of weights that cannot be had, with the flag to give (the loader's own advice names Python)."""
     if checkpoint is None:
         return (
-            f"no --checkpoint was given and the released weights cannot be loaded ({error}). Pass --checkpoint PATH "
-            "(a released .pt, a Lightning .ckpt or a save_pretrained folder) or --checkpoint OWNER/REPO"
+            f"no --checkpoint was given and the released weights cannot be loaded: {str(error).rstrip('.')}. Pass "
+            "--checkpoint PATH (a released .pt, a Lightning .ckpt or a save_pretrained folder) or --checkpoint "
+            "OWNER/REPO"
         )
-    return f"{error} (--checkpoint {checkpoint})"
+    return f"--checkpoint {checkpoint}: {error}"
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:

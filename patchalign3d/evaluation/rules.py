@@ -2,8 +2,9 @@
 
 :func:`report_rules` lists the rules of one evaluation for its report (``report["rules"]``), so that a figure
 can be compared with the table it should match. Line numbers refer to the repositories at the commits read:
-the PatchAlign3D release fork (``dickoah/PatchAlign3D``), Find3D (``ziqi-ma/Find3D`` f0801f75), PartSLIP++
-(``zyc00/PartSLIP2``), COPS (``marco-garosi/COPS``) and ScanObjectNN (``hkust-vgd/scanobjectnn``).
+the PatchAlign3D release fork (``dickoah/PatchAlign3D`` b269f6d9), Find3D (``ziqi-ma/Find3D`` f0801f75), PartSLIP++
+(``zyc00/PartSLIP2`` 75dc0caa), COPS (``marco-garosi/COPS`` 749c595d) and ScanObjectNN (``hkust-vgd/scanobjectnn``
+533e7e3b).
 """
 
 from __future__ import annotations
@@ -121,4 +122,8 @@ def _scored_points(protocol: Protocol) -> dict[str, str]:
 
 def rules_markdown(rules: list[dict[str, Any]]) -> str:
     """The rules as a markdown list (for the report's table)."""
-    return "\n".join(f"- {r['figure']}: {r['rule']}" + (f" [{r['source']}]" if r.get("source") else "") for r in rules)
+    return "\n".join(
+        f"- {r['figure']}" + (f" = {r['value']}" if "value" in r else "") + f": {r['rule']}"
+        + (f" [{r['source']}]" if r.get("source") else "")
+        for r in rules
+    )

@@ -35,6 +35,8 @@ from patchalign3d.evaluation.metrics import PartIoU, default_unlabelled
 from patchalign3d.evaluation.protocols import Protocol, benchmark_protocol
 from patchalign3d.evaluation.report import build_report, environment, render_extremes
 from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
+from patchalign3d.model.checkpoint import DEFAULT_REPO, load_model
+from patchalign3d.model.patchalign3d import PatchAlign3D
 from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
 
 __all__ = ["DEFAULT_DTYPE", "evaluate"]
@@ -48,16 +50,12 @@ def eval_dtype(dtype: str | None) -> str:
 
 
 def _resolve_model(model: Any, trust_pickle: bool = False) -> tuple[Any, str]:
-    from patchalign3d.model.patchalign3d import PatchAlign3D
-
     if isinstance(model, PatchAlign3D):
         return model.eval(), "<in-memory model>"
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise TypeError(
             f"model must be a PatchAlign3D, a checkpoint path or Hub id, or None; got {type(model).__name__}"
         )
-    from patchalign3d.model.checkpoint import DEFAULT_REPO, load_model
-
     return load_model(model, trust_pickle=trust_pickle), DEFAULT_REPO if model is None else str(model)
 
 
@@ -96,7 +94,9 @@ def evaluate(
         trust_pickle: let :func:`~patchalign3d.load_model` unpickle a checkpoint given by path.
 
     Returns:
-        The report: ``metric`` (mIoU, cIoU in percent), ``per_category``, ``shapes``, ``protocol`` (complete),
+        The report: ``metric`` (mIoU, cIoU and PartSLIP's ``partslip_miou`` in percent, and which is the
+        ``headline``), ``per_category``, ``shapes``, ``protocol`` (complete), ``dataset`` (with the loader's
+        ``choices``), ``rules`` (which publisher's rule each figure follows, with the source file and line),
         ``model``, ``text``, ``timing``, ``environment``, ``markdown``, ``pictures``.
     """
     t_start = time.perf_counter()

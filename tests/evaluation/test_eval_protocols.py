@@ -117,15 +117,27 @@ def test_benchmark_protocols_and_configs():
     faust = benchmark_protocol("faust")
     assert (faust.normalize, faust.metric, faust.points) == (False, "pointbert", None)
     assert benchmark_protocol("objaverse").metric == "find3d"
-    for name in ("shapenetpart", "faust", "objaverse", "partnete", "shapenetpart_find3d", "partnete_find3d"):
+    for name in ("shapenetpart", "faust", "objaverse", "partnete", "shapenetpart_find3d", "partnete_find3d",
+                 "scanobjectnn"):
         cfg = load_config(REPO / "configs" / "eval" / f"{name}.yaml")
         preset = cfg["protocol"].get("preset", "paper")
         proto = Protocol.from_dict({**benchmark_protocol(cfg["benchmark"], preset).to_dict(), **cfg["protocol"]})
-        if name in ("shapenetpart", "faust", "partnete"):  # the configs spell out the paper's protocol in full
+        if name in ("shapenetpart", "faust", "partnete", "scanobjectnn"):  # the paper's protocol spelled out
             assert proto == benchmark_protocol(name)
         elif name.endswith("find3d"):  # the Find3D configs name the preset only
             assert proto == benchmark_protocol(cfg["benchmark"], preset)
     assert benchmark_protocol("partnete").unlabelled == "count"
+    # ScanObjectNN's paper preset is COPS's: pointbert IoU (compute_metrics.py:166-184), background kept and
+    # COPS's dropped parts, which are the loader's defaults, as the config says
+    import inspect
+
+    from patchalign3d.data import ScanObjectNN
+
+    assert benchmark_protocol("scanobjectnn").metric == "pointbert"
+    defaults = {k: v.default for k, v in inspect.signature(ScanObjectNN.__init__).parameters.items()}
+    cfg = load_config(REPO / "configs" / "eval" / "scanobjectnn.yaml")
+    assert cfg["dataset"] == {k: defaults[k] for k in ("background", "drop_parts", "scene")} == {
+        "background": "keep", "drop_parts": "cops", "scene": "keep"}
 
 
 def test_presets():
