@@ -32,7 +32,6 @@ Choices, each in the report (:meth:`ScanObjectNN.choices`):
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from patchalign3d.data.base import (
     PartShape,
     ShapeRecord,
     check_points,
+    read_xml,
 )
 
 __all__ = [
@@ -73,12 +73,7 @@ _BACKGROUND_SOURCE = "marco-garosi/COPS data/ScanObjectNN.py:117-122; tests/util
 def read_part_xml(path: str | Path) -> dict[int, str]:
     """``<category>_meta.xml`` -> ``{part id: name}`` (names as written, e.g. ``"bag_body"``; id 0 = unknown)."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(path, "missing part-label XML (ScanObjectNN's training_data/part_labels/)")
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise DatasetFormatError(path, f"not valid XML ({e})") from None
+    root = read_xml(path, "part-label XML (ScanObjectNN's training_data/part_labels/)")
     out: dict[int, str] = {}
     for node in root.iter("class"):
         try:
