@@ -287,7 +287,11 @@ def segment(
             string (``"minilm"``, ``"openclip:ViT-bigG-14/laion2b_s39b_b160k"``), a ``(K, D)`` array, or None.
         normalize: centre on the centroid and scale to the unit sphere (as released).
         up_axis: ``"y"`` for y-up input (swapped to the model's z-up, as released) or ``"z"``.
-        assign: ``"nearest"`` (released), ``"membership"`` or ``"interpolate"``.
+        assign: ``"nearest"`` (released), ``"membership"``, ``"membership_release"`` or ``"interpolate"``
+            (:meth:`PatchAlign3D.point_logits`). Under ``"membership_release"`` a point in no patch gets all-zero
+            logits and so label 0, as the release: this includes every point outside the encoded subset of a cloud
+            larger than ``max_points`` (the release only ever encodes and scores its 2048 drawn points, and
+            :func:`patchalign3d.evaluation.evaluate` likewise scores only the encoded points under this rule).
         temperature: logit temperature (0.07 as released); None uses the model's learned scale.
         max_points: clouds larger than this are encoded on a seeded random subset of this many points (the
             model was trained on 2048); every point is still labelled. None encodes all points.

@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return keypointnet_main(rest[1:])
     if command == "evaluate":
-        from patchalign3d.evaluation.runner import evaluate_main
+        from patchalign3d.evaluation.cli import evaluate_main
 
         return evaluate_main(rest)
     if command == "keypoints":

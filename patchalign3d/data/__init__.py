@@ -1,4 +1,4 @@
-"""Benchmark datasets (ShapeNetPart, FAUST, Find3D's Objaverse benchmark, PartNet-Mobility, PartNetE).
+"""Benchmark datasets (ShapeNetPart, FAUST, Find3D's Objaverse benchmark, PartNet-Mobility, PartNetE, ScanObjectNN).
 
 Every loader yields :class:`PartShape` items (``labels`` index ``part_names``, ``-1`` = unlabelled);
 :func:`build_dataset` opens one by benchmark name. Generic point/mesh reading lives in
@@ -25,6 +25,7 @@ from patchalign3d.data.labelled_meshes import LabelledMeshes
 from patchalign3d.data.objaverse_bench import ObjaverseBench
 from patchalign3d.data.partnet import PartNetMobility
 from patchalign3d.data.partnete import PartNetE
+from patchalign3d.data.scanobjectnn import ScanObjectNN
 from patchalign3d.data.shapenetpart import (
     SHAPENETPART_PARTS,
     ShapeNetPart,
@@ -40,6 +41,7 @@ DATASETS: dict[str, Callable[..., PartDataset]] = {
     "objaverse": ObjaverseBench,
     "partnet": PartNetMobility,
     "partnete": PartNetE,
+    "scanobjectnn": ScanObjectNN,
     "labelled-meshes": LabelledMeshes,
 }
 
@@ -90,6 +92,7 @@ __all__ = [
     "ObjaverseBench",
     "PartNetMobility",
     "PartNetE",
+    "ScanObjectNN",
     "Find3DKey",
     "LabelledMeshes",
 ]

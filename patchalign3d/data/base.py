@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "PartDataset",
     "ShapeRecord",
     "read_json",
+    "read_xml",
     "read_pcd",
     "read_obj_vertices",
     "read_text_table",
@@ -136,6 +138,15 @@ class PartDataset(Sequence[PartShape]):
         """
         return 0
 
+    def release_order(self) -> list[int]:
+        """Record indices in the order the released evaluation script's loader reads the shapes (its per-batch
+        cIoU depends on it); the record order unless a loader knows the release's."""
+        return list(range(len(self.records)))
+
+    def choices(self) -> dict[str, Any]:
+        """The loader's options that change a figure, for the report (none unless a loader has some)."""
+        return {}
+
     # -- sequence protocol ------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.records)
@@ -228,6 +239,15 @@ def _require(path: Path, what: str) -> Path:
     if not path.is_file():
         raise DatasetFormatError(path, f"missing {what}")
     return path
+
+
+def read_xml(path: str | Path, what: str) -> ET.Element:
+    """The root element of an XML file; a missing or unparsable file raises :class:`DatasetFormatError`."""
+    path = _require(Path(path), what)
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise DatasetFormatError(path, f"not valid XML ({e})") from None
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:

@@ -24,7 +24,6 @@ PartNetE-style benchmarks score a category's full list); ``"object"`` keeps each
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from patchalign3d.data.base import (
     check_points,
     read_json,
     read_text_table,
+    read_xml,
 )
 
 __all__ = ["PartNetMobility", "read_semantics", "read_part_tree", "read_urdf_visuals"]
@@ -98,13 +98,7 @@ def read_part_tree(path: str | Path) -> dict[int, str]:
 
 def read_urdf_visuals(path: str | Path) -> dict[int, str]:
     """``mobility.urdf`` -> ``{part id: link name}`` from visual names ``"<part name>-<part id>"``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(path, "missing mobility.urdf (needed for label_space='link')")
-    try:
-        robot = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise DatasetFormatError(path, f"not valid XML ({e})") from None
+    robot = read_xml(path, "mobility.urdf (needed for label_space='link')")
     out: dict[int, str] = {}
     for link in robot.iter("link"):
         for visual in link.iter("visual"):

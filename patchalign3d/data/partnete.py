@@ -50,6 +50,24 @@ def read_partnete_meta(path: str | Path) -> dict[str, list[str]]:
     return meta
 
 
+def _point_at_parent(root: Path) -> None:
+    """A root without the meta file that is a split folder (or a category folder) of a PartNetE copy: say which
+    folder to give instead."""
+    for parent in list(root.resolve().parents)[:3]:
+        if (parent / META_FILE).is_file():
+            raise DatasetFormatError(
+                root / META_FILE,
+                f"missing, but {parent} holds it: {root} is a folder inside the PartNetE copy; pass --root {parent} "
+                "(the folder holding PartNetE_meta.json and test/ or data/test/)",
+            )
+    if root.name in PARTNETE_SPLITS:
+        raise DatasetFormatError(
+            root / META_FILE,
+            f"missing: {root} looks like PartNetE's {root.name}/ folder; pass --root the folder above it, with "
+            "PartNetE_meta.json (PartSLIP ships it beside data/) placed there",
+        )
+
+
 class PartNetE(PartDataset):
     """PartNetE's test (or few-shot) objects with semantic part labels.
 
@@ -75,6 +93,8 @@ class PartNetE(PartDataset):
         if split not in PARTNETE_SPLITS:
             raise ValueError(f"unknown PartNetE split {split!r}; expected one of {PARTNETE_SPLITS}")
         self.split = split
+        if not (self.root / META_FILE).is_file():
+            _point_at_parent(self.root)
         meta = read_partnete_meta(self.root / META_FILE)
         candidates = [self.root / split, self.root / "data" / split]
         folder = next((c for c in candidates if c.is_dir()), None)

@@ -189,7 +189,17 @@ class ShapeNetPart(PartDataset):
                     ShapeRecord(f"{synset}/{shape_id}", cat, list(SHAPENETPART_PARTS[cat]), {"points": path})
                 )
         lists = [self.root / "train_test_split" / f"shuffled_{part}_file_list.json" for part in _SPLITS[split]]
+        self._category_rank = {cat: i for i, cat in enumerate(synsets.values())}
         self._finalize(categories, limit, missing, lists[0] if len(lists) == 1 else lists[0].parent)
+
+    def release_order(self) -> list[int]:
+        """The release's ``PartNormalDataset`` order: categories as ``synsetoffset2category.txt`` lists them, then
+        the shape files by sorted name (``src/datasets/shapenet.py`` lines 43-65 of the release)."""
+        def key(i: int) -> tuple[int, str]:
+            r = self.records[i]
+            return self._category_rank[r.category], r.paths["points"].name
+
+        return sorted(range(len(self.records)), key=key)
 
     def load(self, record: ShapeRecord) -> PartShape:
         path = record.paths["points"]
@@ -236,7 +246,10 @@ class ShapeNetPartH5(PartDataset):
         cats = list(SHAPENETPART_PARTS)
         self._arrays: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
         row, per_category = 0, dict.fromkeys(cats, 0)
-        for path in self._split_files(missing):
+        files = self._split_files(missing)
+        #: the ``.h5`` files in the order their shapes are numbered (Find3D's rows depend on it)
+        self.h5_files = [p.name for p in files]
+        for path in files:
             data, label, pid = _read_h5(path)
             self._arrays[path] = (data, pid)
             for i, c in enumerate(label):
@@ -252,6 +265,9 @@ class ShapeNetPartH5(PartDataset):
         self.find3d_total = row  # shapes in Find3D's numbering (all files read, before filters)
         self._finalize(categories, limit)
         self.missing_policy = missing
+
+    def choices(self) -> dict[str, object]:
+        return {"hdf5_files_in_order": list(self.h5_files)}
 
     def _split_files(self, missing: str) -> list[Path]:
         files: list[Path] = []

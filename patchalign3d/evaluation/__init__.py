@@ -4,6 +4,7 @@ The Lightning wrapper (:mod:`patchalign3d.evaluation.lit`) is not imported here,
 pull in Lightning.
 """
 
+from patchalign3d.evaluation.averaging import PartSlipAverage, partslip_average, release_batch_ciou
 from patchalign3d.evaluation.cli import evaluate_main, load_config
 from patchalign3d.evaluation.dataset import EvalDataset, EvalItem, make_dataloader
 from patchalign3d.evaluation.metrics import (
@@ -27,6 +28,9 @@ from patchalign3d.evaluation.runner import evaluate
 from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
 
 __all__ = [
+    "PartSlipAverage",
+    "partslip_average",
+    "release_batch_ciou",
     "CONVENTIONS",
     "IoUSummary",
     "PartIoU",

@@ -11,11 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from patchalign3d.data import DATASETS
-from patchalign3d.evaluation.protocols import PRESETS, ROTATIONS, SUBSETS, Protocol, benchmark_protocol
+from patchalign3d.errors import WeightsUnavailableError
+from patchalign3d.evaluation.metrics import CONVENTIONS
+from patchalign3d.evaluation.protocols import (
+    CIOU_RULES,
+    PRESETS,
+    ROTATIONS,
+    SUBSETS,
+    Protocol,
+    benchmark_protocol,
+)
 from patchalign3d.evaluation.runner import evaluate
 from patchalign3d.model.patchalign3d import ASSIGN_MODES
 from patchalign3d.precision import DTYPE_NAMES
-from patchalign3d.text import TEMPLATE_SETS
+from patchalign3d.text import TEMPLATE_SETS, TextBank
 
 __all__ = ["evaluate_main", "load_config"]
 
@@ -65,7 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=S,
         metavar="KEY=VALUE",
-        help="loader option, e.g. granularity=fine (faust), missing=skip (shapenetpart, partnete), label_space=link (partnet)",
+        help="loader option, e.g. granularity=fine (faust), missing=skip (shapenetpart, partnete), label_space=link "
+        "(partnet), drop_parts=none or scene=object (scanobjectnn)",
+    )
+    p.add_argument(
+        "--background",
+        default=S,
+        choices=("keep", "drop"),
+        help="scanobjectnn: keep the points of no part as a scored class 'background' (COPS) or drop them",
     )
     g = p.add_argument_group("model and text")
     g.add_argument(
@@ -112,10 +128,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--rotation", default=S, choices=ROTATIONS, help="find3d: Find3D's rotation of each shape")
-    g.add_argument("--subset", default=S, choices=SUBSETS, help="all shapes, or Find3D's subset")
+    g.add_argument("--subset", default=S, choices=SUBSETS, help="all shapes (default), or Find3D's subset")
     g.add_argument("--up-axis", default=S, choices=("y", "z"))
     g.add_argument(
         "--normalize", action=argparse.BooleanOptionalAction, default=S, help="centroid + unit sphere"
+    )
+    g.add_argument(
+        "--normalize-before-sampling",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="normalise the whole cloud, then draw --points (the release's order); default: draw, then normalise",
     )
     g.add_argument(
         "--category-mask",
@@ -139,8 +161,25 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=_temperature, default=S, help="logit temperature, or 'learned'")
     g.add_argument("--max-points", type=_int_or_all, default=S, help="points the encoder sees ('all' or N)")
     g.add_argument("--num-groups", type=int, default=S)
-    g.add_argument("--metric", default=S, choices=("release", "find3d", "pointbert"), help="IoU convention")
+    g.add_argument(
+        "--metric",
+        default=S,
+        choices=CONVENTIONS,
+        help="IoU convention; partslip: the parts present in the ground truth, with PartSLIP's part-first average "
+        "as the headline",
+    )
     g.add_argument("--unlabelled", default=S, choices=("ignore", "count"))
+    g.add_argument(
+        "--cIoU",
+        dest="ciou",
+        default=S,
+        choices=CIOU_RULES,
+        help="categories: mean over categories of their shapes' mean; release-batches: the released script's mean "
+        "of per-batch category means",
+    )
+    g.add_argument(
+        "--cIoU-batch-size", dest="ciou_batch_size", type=int, default=S, help="batch size of --cIoU release-batches"
+    )
     g = p.add_argument_group("run and output")
     g.add_argument("--device", default=S)
     g.add_argument("--dtype", default=S, choices=DTYPE_NAMES, help="'auto': bf16 where it is native")
@@ -214,6 +253,17 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def _weights_advice(error: Exception, checkpoint: Any) -> str:
+    """The error of weights that cannot be had, with the flag to give (the loader's own advice names Python)."""
+    if checkpoint is None:
+        return (
+            f"no --checkpoint was given and the released weights cannot be loaded: {str(error).rstrip('.')}. Pass "
+            "--checkpoint PATH (a released .pt, a Lightning .ckpt or a save_pretrained folder) or --checkpoint "
+            "OWNER/REPO"
+        )
+    return f"--checkpoint {checkpoint}: {error}"
+
+
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``patchalign3d evaluate BENCHMARK ...``; returns the exit status."""
     args = vars(_parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
@@ -249,6 +299,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         if not sep:
             raise SystemExit(f"patchalign3d evaluate: --dataset-option wants KEY=VALUE, got {item!r}")
         opts[key.strip()] = _parse_value(value)
+    if "background" in args:
+        if benchmark != "scanobjectnn":
+            raise SystemExit(f"patchalign3d evaluate: --background is a scanobjectnn option, not one of {benchmark}")
+        opts["background"] = args["background"]
     root = args.get("root", cfg.get("root"))
     if root is None:
         raise SystemExit(
@@ -256,21 +310,25 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         )
 
     run = {k: args.get(k, cfg.get(k)) for k in _RUN_KEYS if k in args or k in cfg}
-    from patchalign3d.text import TextBank
-
+    checkpoint = args.get("checkpoint", cfg.get("checkpoint"))
     try:
         bank_path = args.get("text_bank", cfg.get("text_bank"))
         text = TextBank.load(bank_path) if bank_path else args.get("text_encoder", cfg.get("text_encoder"))
         report = evaluate(
             benchmark,
             root,
-            model=args.get("checkpoint", cfg.get("checkpoint")),
+            model=checkpoint,
             text=text,
             protocol=protocol,
             dataset_options=opts,
             trust_pickle=args["trust_pickle"],
             **run,
         )
+    except WeightsUnavailableError as e:
+        if os.environ.get("PATCHALIGN3D_DEBUG"):
+            raise
+        print(f"patchalign3d evaluate: error: {_weights_advice(e, checkpoint)}", file=sys.stderr)
+        return 1
     except (OSError, ValueError, KeyError) as e:
         # user-facing failures (missing or malformed files, weights not available offline, prompts missing
         # from a text bank) as one line; PATCHALIGN3D_DEBUG=1 shows the traceback
@@ -280,8 +338,11 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(report["markdown"])
     m = report["metric"]
+    figures = f"mIoU {m['miou']} cIoU {m['ciou']} PartSLIP mIoU {m['partslip_miou']}"
+    if m["headline"] == "partslip_miou":
+        figures = f"PartSLIP mIoU {m['partslip_miou']} (mIoU {m['miou']} cIoU {m['ciou']})"
     print(
-        f"\n{benchmark}: mIoU {m['miou']} cIoU {m['ciou']} ({m['convention']} convention, {m['num_scored']} shapes, "
+        f"\n{benchmark}: {figures} ({m['convention']} convention, {m['num_scored']} shapes, "
         f"{report['timing']['shapes_per_second']} shapes/s)"
     )
     for path in report["pictures"]:

@@ -37,6 +37,8 @@ class EvalItem:
         zero_logit_label: what the release predicts for a point with all-zero logits (a point in no patch
             under ``assign="membership_release"``): the label of its first logit column, ``-1`` when that
             column is not one of this shape's parts.
+        scored_parts: ``(K,)`` bool, the parts that are scored (None: all); a part the prompt table gives no
+            prompt is never predicted and not scored.
     """
 
     index: int
@@ -48,6 +50,7 @@ class EvalItem:
     candidates: tuple[str, ...]
     to_label: np.ndarray
     zero_logit_label: int = 0
+    scored_parts: np.ndarray | None = None
 
 
 def _candidates(prompts: Sequence[str], pool: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
@@ -93,6 +96,13 @@ class EvalDataset(Dataset):
                 kept = self._find3d_subset(dataset, self.find3d)
         records = [dataset.records[i] for i in kept]
         prompts = [protocol.prompts_for(r.category, r.part_names, self.table) for r in records]
+        # parts past a short prompt list (allow_fewer tables): {category: [part, ...]}, for the report
+        self.unscored: dict[str, list[str]] = {}
+        self._scored: dict[int, np.ndarray] = {}
+        for i, r, ps in zip(kept, records, prompts):
+            if len(ps) < len(r.part_names):
+                self._scored[i] = np.arange(len(r.part_names)) < len(ps)
+                self.unscored.setdefault(r.category, list(r.part_names[len(ps):]))
         self.collisions = sorted(
             {
                 f"{r.category}: {p}"
@@ -153,8 +163,30 @@ class EvalDataset(Dataset):
         cands, to_label = self._cands[i]
         return EvalItem(
             index, shape.uid, shape.category, points, labels, list(shape.part_names), cands, to_label,
-            self.dataset.zero_logit_label(self.dataset.records[i]),
+            self.dataset.zero_logit_label(self.dataset.records[i]), self._scored.get(i),
         )
+
+    def release_positions(self) -> np.ndarray:
+        """``(len(self),)`` int64: each shape's position in the order the release's loader would read the kept
+        shapes (:meth:`~patchalign3d.data.PartDataset.release_order`), for the release's per-batch cIoU."""
+        rank = {rec: pos for pos, rec in enumerate(r for r in self.dataset.release_order() if r in self._cands)}
+        return np.array([rank[i] for i in self.order], dtype=np.int64)
+
+    def why_empty(self) -> str:
+        """A sentence on why no shape is left and what to pass instead (for an empty dataset)."""
+        ds = self.dataset
+        if self.protocol.subset == "find3d" and len(ds):
+            absent = f" ({len(self.subset_absent)} of its shapes are absent from this copy)" if self.subset_absent else ""
+            return (
+                f"none of the {len(ds)} shapes {ds.root} holds is in Find3D's subset{absent}: pass --subset all to "
+                f"evaluate every shape it holds (Python: Protocol(subset='all'))"
+            )
+        if ds.skipped:
+            return (
+                f"every shape {ds.root} lists is absent from the copy ({len(ds.skipped)} left out, first: "
+                f"{ds.skipped[0][1]}): point --root at a complete copy"
+            )
+        return f"{ds!r} holds no shapes to evaluate: check --root, --split, --categories and --limit"
 
 
 def _collate(items: list[EvalItem]) -> list[EvalItem]:

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from patchalign3d.data import Find3DKey, PartDataset
+from patchalign3d.data import Find3DKey, PartDataset, PartNetE, ShapeNetPart, ShapeNetPartH5
 from patchalign3d.data.base import DatasetFormatError
+from patchalign3d.evaluation.prompt_table import PromptTable
 
 __all__ = [
     "FIND3D_DIR_ENV",
@@ -94,8 +95,6 @@ def _sha256(path: Path) -> str:
 
 
 def _benchmark_of(dataset: PartDataset) -> str:
-    from patchalign3d.data import PartNetE, ShapeNetPart, ShapeNetPartH5
-
     if isinstance(dataset, ShapeNetPartH5):
         if dataset.split != "test":
             raise ValueError(f"Find3D's ShapeNetPart files cover the test split, not {dataset.split!r}")
@@ -128,13 +127,14 @@ class Find3DFiles:
     rotations: np.ndarray | None = None
     subset: dict[str, set[str]] | None = None
     files: dict[str, dict[str, str]] = field(default_factory=dict)
+    order: str = ""
 
     @classmethod
     def for_dataset(
         cls, dataset: PartDataset, protocol_dir: str | os.PathLike | None, *, rotation: bool, subset: bool
     ) -> Find3DFiles:
         benchmark = _benchmark_of(dataset)
-        out = cls(benchmark)
+        out = cls(benchmark, order=_order_assumed(dataset))
         names = FIND3D_FILES[benchmark]
         if rotation:
             path = _find3d_file(protocol_dir, names["rotation"], f"{benchmark} rotation file")
@@ -169,7 +169,21 @@ class Find3DFiles:
         return key.member in self.subset.get(key.category, ())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"benchmark": self.benchmark, "source": FIND3D_SOURCE, "files": self.files}
+        return {"benchmark": self.benchmark, "source": FIND3D_SOURCE, "files": self.files, "order_assumed": self.order}
+
+
+def _order_assumed(dataset: PartDataset) -> str:
+    """How Find3D's rows are matched to the dataset's shapes, in words, for the report."""
+    if isinstance(dataset, ShapeNetPartH5):
+        return (
+            f"rows are the shapes of {', '.join(dataset.h5_files)} concatenated in this order (the split's file "
+            "list, else the file names sorted). Find3D's loader concatenates glob('hdf5_data/*test*.h5') unsorted "
+            "(model/data/data.py line 358), an order its file system chose; the sorted order is assumed"
+        )
+    return (
+        "rows are the objects sorted by category name, then by object id as a string (Find3D's loader lists "
+        "folders with sorted(os.listdir(...)))"
+    )
 
 
 def _read_rotations(path: Path) -> np.ndarray:
@@ -184,19 +198,18 @@ def _read_rotations(path: Path) -> np.ndarray:
     return rot.double().numpy()
 
 
-def find3d_topk_table(protocol_dir: str | os.PathLike | None):
+def find3d_topk_table(protocol_dir: str | os.PathLike | None) -> PromptTable:
     """Find3D's ShapeNetPart top-k prompts (``topk_prompts.json``) as a prompt table.
 
     The published file lists three prompts for Airplane's four parts (its second string holds the wing and tail
-    sentences joined); as Find3D's loader does, prompt i stands for part i and a part with no prompt is never
-    predicted. The table records which categories are short.
+    sentences joined); as Find3D's loader does, prompt i stands for part i, and a part with no prompt is never
+    predicted and not scored (Find3D's IoU loop runs over the prompts, ``model/evaluation/core.py`` line 83).
+    The sentences are used verbatim, undecorated (``model/data/data.py`` lines 411-414).
     """
-    from patchalign3d.evaluation.protocols import PromptTable
-
     path = _find3d_file(protocol_dir, FIND3D_FILES["shapenetpart"]["prompts"], "ShapeNetPart top-k prompt file")
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not all(
         isinstance(v, list) and all(isinstance(p, str) for p in v) for v in data.values()
     ):
         raise DatasetFormatError(path, "expected {category: [prompt, ...]}")
-    return PromptTable(f"find3d-topk ({path})", categories=data, allow_fewer=True)
+    return PromptTable(f"find3d-topk ({path})", categories=data, allow_fewer=True, verbatim=True)

@@ -19,6 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from patchalign3d.evaluation.averaging import PartSlipAverage, partslip_average, release_batch_ciou
 from patchalign3d.evaluation.dataset import EvalDataset, EvalItem
 from patchalign3d.evaluation.metrics import IoUSummary, PartIoU, default_unlabelled
 from patchalign3d.evaluation.protocols import Protocol
@@ -39,7 +40,9 @@ class EvaluationModule(L.LightningModule):
         batch_size: clouds per forward pass inside :func:`patchalign3d.segment`.
         dtype: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (as for :func:`patchalign3d.segment`).
 
-    After ``trainer.test`` the reduced figures are in ``self.summary`` and logged as ``test/miou``, ``test/ciou``.
+    After ``trainer.test`` the reduced figures are in ``self.summary`` (and PartSLIP's part-first average in
+    ``self.partslip``), logged as ``test/miou``, ``test/ciou`` (by the protocol's ``ciou`` rule, in
+    ``self.ciou``) and ``test/partslip_miou``.
     """
 
     def __init__(
@@ -61,6 +64,11 @@ class EvaluationModule(L.LightningModule):
         self.segment_batch_size = batch_size
         self.dtype_name = dtype
         self.summary: IoUSummary | None = None
+        self.partslip: PartSlipAverage | None = None
+        # category and part names by shape index (a plain list, so the module stays picklable for spawned DDP)
+        self._shape_info = [(data.record(i).category, list(data.record(i).part_names)) for i in range(len(data))]
+        self._release_positions = data.release_positions()
+        self.ciou: float | None = None
 
     def transfer_batch_to_device(
         self, batch: list[EvalItem], device: torch.device, dataloader_idx: int
@@ -81,6 +89,12 @@ class EvaluationModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.summary = self.metric.compute()  # synchronised across processes by torchmetrics
-        self.log("test/miou", float(self.summary.miou), rank_zero_only=True)
-        self.log("test/ciou", float(self.summary.ciou), rank_zero_only=True)
+        self.partslip = partslip_average(self.summary, self._shape_info.__getitem__)
+        s = self.summary
+        self.ciou = s.ciou if self.protocol.ciou == "categories" else release_batch_ciou(
+            s.shape_category, s.shape_iou, self._release_positions[s.shape_index], self.protocol.ciou_batch_size
+        )
+        self.log("test/miou", float(s.miou), rank_zero_only=True)
+        self.log("test/ciou", float(self.ciou), rank_zero_only=True)
+        self.log("test/partslip_miou", float(self.partslip.miou), rank_zero_only=True)
         self.metric.reset()

@@ -9,6 +9,9 @@ truth over the shape's ``K`` parts:
     mean over the parts present in the prediction or the ground truth (skipped only when absent from both).
 ``pointbert`` (Point-BERT / Point-MAE / PointNet's ``part_seg`` evaluation, also the release's FAUST score)
     mean over all ``K`` parts, a part absent from both scoring 1.
+``partslip``  (PartSLIP / PartSLIP++ on PartNetE)
+    the parts present in the ground truth, as ``release``, with unlabelled points counted by default; its
+    headline figure averages per part first (:func:`~patchalign3d.evaluation.averaging.partslip_average`).
 
 Unlabelled ground-truth points (label ``-1``) are either dropped (``unlabelled="ignore"``) or kept, so that
 a part predicted on them counts as a false positive (``"count"``, what Find3D does on Objaverse, where it
@@ -41,10 +44,14 @@ __all__ = [
     "IoUSummary",
 ]
 
-Convention = Literal["release", "find3d", "pointbert"]
+Convention = Literal["release", "find3d", "pointbert", "partslip"]
 Unlabelled = Literal["ignore", "count"]
-CONVENTIONS: tuple[str, ...] = ("release", "find3d", "pointbert")
-_DEFAULT_UNLABELLED: dict[str, str] = {"release": "ignore", "find3d": "count", "pointbert": "ignore"}
+CONVENTIONS: tuple[str, ...] = ("release", "find3d", "pointbert", "partslip")
+# PartSLIP++ scores each part's mask over every point: a point of no part (-1) predicted as a part is in the
+# union (eval/semantic_eval.py lines 30-31)
+_DEFAULT_UNLABELLED: dict[str, str] = {
+    "release": "ignore", "find3d": "count", "pointbert": "ignore", "partslip": "count",
+}
 
 
 def default_unlabelled(convention: str) -> str:
@@ -114,19 +121,32 @@ def part_ious(
     convention: Convention = "release",
     *,
     unlabelled: Unlabelled | None = None,
+    scored: Tensor | np.ndarray | Sequence[bool] | None = None,
 ) -> Tensor:
-    """``(K,)`` float64 IoU of each part; ``nan`` where the convention skips the part."""
+    """``(K,)`` float64 IoU of each part; ``nan`` where the convention skips the part.
+
+    ``scored`` (``(K,)`` bool, default all): parts outside it are never scored (``nan``), while their points
+    still count wherever they are predicted as another part (a part with no prompt, as in Find3D's loop over
+    its prompts, ``model/evaluation/core.py`` line 83).
+    """
     _check_convention(convention)
     inter, union, n_target, _ = part_counts(
         pred, target, num_parts, unlabelled=unlabelled or _DEFAULT_UNLABELLED[convention]
     )
     iou = inter.double() / union.clamp(min=1).double()
     nan = torch.full_like(iou, math.nan)
-    if convention == "release":
-        return torch.where(n_target > 0, iou, nan)
-    if convention == "find3d":
-        return torch.where(union > 0, iou, nan)
-    return torch.where(union > 0, iou, torch.ones_like(iou))
+    if convention in ("release", "partslip"):
+        iou = torch.where(n_target > 0, iou, nan)
+    elif convention == "find3d":
+        iou = torch.where(union > 0, iou, nan)
+    else:
+        iou = torch.where(union > 0, iou, torch.ones_like(iou))
+    if scored is not None:
+        keep = torch.as_tensor(np.asarray(scored, dtype=bool))
+        if keep.shape != iou.shape:
+            raise ValueError(f"scored must have one flag per part ({num_parts}), got shape {tuple(keep.shape)}")
+        iou = torch.where(keep, iou, nan)
+    return iou
 
 
 def shape_iou(
@@ -154,6 +174,8 @@ class IoUSummary:
         shape_index, shape_category, shape_iou: ``(S,)`` arrays, one row per shape (iou in percent, nan =
             no part counted, e.g. a shape with no labelled point under ``release``).
         part_rows: ``(R, 3)`` float64 rows ``(shape index, part index, iou %)`` for every counted part.
+        part_in_gt: ``(R,)`` bool, whether the row's part is present in the shape's ground truth (the rows
+            PartSLIP's part average uses).
     """
 
     convention: str
@@ -166,6 +188,7 @@ class IoUSummary:
     shape_category: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     shape_iou: np.ndarray = field(default_factory=lambda: np.zeros(0))
     part_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    part_in_gt: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 class PartIoU(Metric):
@@ -203,7 +226,7 @@ class PartIoU(Metric):
         self.unlabelled = unlabelled or _DEFAULT_UNLABELLED[convention]
         self.categories = list(categories)
         self._cat_index = {c: i for i, c in enumerate(self.categories)}
-        for name in ("shape_index", "shape_category", "shape_iou", "part_shape", "part_index", "part_iou"):
+        for name in ("shape_index", "shape_category", "shape_iou", "part_shape", "part_index", "part_iou", "part_in_gt"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(
@@ -213,14 +236,18 @@ class PartIoU(Metric):
         num_parts: int,
         category: int | str,
         shape_index: int,
+        scored: Tensor | np.ndarray | Sequence[bool] | None = None,
     ) -> None:
-        """Score one shape: ``(N,)`` predicted and ground-truth part indices over its ``num_parts`` parts."""
+        """Score one shape: ``(N,)`` predicted and ground-truth part indices over its ``num_parts`` parts
+        (``scored``: see :func:`part_ious`)."""
         cat = self._cat_index[category] if isinstance(category, str) else int(category)
         if not 0 <= cat < len(self.categories):
             raise ValueError(
                 f"category {category!r} is not one of the {len(self.categories)} categories given"
             )
-        ious = part_ious(pred, target, num_parts, self.convention, unlabelled=self.unlabelled)
+        ious = part_ious(pred, target, num_parts, self.convention, unlabelled=self.unlabelled, scored=scored)
+        labels = _as_long(target, "target")
+        in_gt = torch.bincount(labels[labels >= 0], minlength=num_parts)[:num_parts] > 0
         counted = ~ious.isnan()
         value = ious[counted].mean() if counted.any() else torch.tensor(math.nan, dtype=torch.float64)
         dev = self.device
@@ -231,6 +258,7 @@ class PartIoU(Metric):
         self.part_shape.append(torch.full((idx.numel(),), shape_index, dtype=torch.long, device=dev))
         self.part_index.append(idx.to(dev))
         self.part_iou.append(ious[idx].to(dev))
+        self.part_in_gt.append(in_gt[idx].to(dev, torch.long))
 
     def compute(self) -> IoUSummary:
         if not self.shape_index:
@@ -246,16 +274,18 @@ class PartIoU(Metric):
                     dim_zero_cat(self.part_shape).cpu().double().numpy(),
                     dim_zero_cat(self.part_index).cpu().double().numpy(),
                     dim_zero_cat(self.part_iou).cpu().double().numpy() * 100.0,
+                    dim_zero_cat(self.part_in_gt).cpu().double().numpy(),
                 ],
                 axis=1,
             )
             if self.part_shape
-            else np.zeros((0, 3))
+            else np.zeros((0, 4))
         )
         if len(rows):  # drop the rows of duplicated shapes too
             _, keep = np.unique(rows[:, :2], axis=0, return_index=True)
             rows = rows[np.sort(keep)]
             rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+        rows, in_gt = rows[:, :3], rows[:, 3] > 0
         scored = ~np.isnan(ious)
         per_cat: dict[str, dict[str, float]] = {}
         for c, name in enumerate(self.categories):
@@ -265,5 +295,5 @@ class PartIoU(Metric):
         miou = float(ious[scored].mean()) if scored.any() else math.nan
         ciou = float(np.mean([v["miou"] for v in per_cat.values()])) if per_cat else math.nan
         return IoUSummary(
-            self.convention, miou, ciou, int(len(index)), int(scored.sum()), per_cat, index, cats, ious, rows
+            self.convention, miou, ciou, int(len(index)), int(scored.sum()), per_cat, index, cats, ious, rows, in_gt
         )

@@ -18,13 +18,21 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from patchalign3d.evaluation.find3d import find3d_topk_table
 from patchalign3d.evaluation.metrics import CONVENTIONS
+from patchalign3d.evaluation.prompt_table import (
+    PROMPT_TABLES,
+    SHAPENETPART_FIND3D_PROMPTS,
+    PromptTable,
+    read_prompt_table_file,
+    table_from_mapping,
+)
 from patchalign3d.model.patchalign3d import ASSIGN_MODES
 from patchalign3d.text import TEMPLATE_SETS
 
@@ -41,145 +49,41 @@ __all__ = [
     "shape_rng",
     "random_rotation",
     "sample_points",
+    "scores_encoded_only",
+    "unit_sphere",
+    "CIOU_RULES",
 ]
 
 ROTATIONS: tuple[str, ...] = ("canonical", "random", "random-up", "find3d")
 SUBSETS: tuple[str, ...] = ("all", "find3d")
 PRESETS: tuple[str, ...] = ("paper", "release", "find3d")
+#: cIoU rules: the mean over categories of their shapes' mean, or the release's mean of per-batch means
+CIOU_RULES: tuple[str, ...] = ("categories", "release-batches")
 
 
 # ---------------------------------------------------------------------------------------------------
-# prompt tables
+# prompt tables (the tables themselves live in prompt_table.py, below this module and find3d.py)
 # ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PromptTable:
-    """Which text stands for each label.
-
-    Attributes:
-        name: ``"release"``, ``"find3d"`` or the YAML file it came from.
-        categories: ``{category: [prompt per label, in label order]}`` (category names matched without case).
-        parts: ``{dataset part name: prompt}`` for any category not listed in ``categories``.
-        allow_fewer: a category may list fewer prompts than it has labels; the labels past its list get no
-            prompt and are never predicted (how Find3D's code uses its top-k file, which is one short for
-            Airplane).
-
-    A label with no entry keeps the dataset's own part name.
-    """
-
-    name: str
-    categories: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    parts: Mapping[str, str] = field(default_factory=dict)
-    allow_fewer: bool = False
-
-    def prompts(self, category: str, part_names: Sequence[str]) -> list[str]:
-        """The prompt of each of ``part_names`` (a shape's label space) in ``category``; with ``allow_fewer``
-        the list may be shorter (prompt i stands for label i)."""
-        table = {k.lower(): v for k, v in self.categories.items()}
-        listed = table.get(category.lower())
-        if listed is not None:
-            if len(listed) > len(part_names) or (len(listed) < len(part_names) and not self.allow_fewer):
-                raise ValueError(
-                    f"prompt table {self.name!r} lists {len(listed)} prompts for {category!r} but its label space "
-                    f"has {len(part_names)} parts {list(part_names)}"
-                )
-            return [str(p) for p in listed]
-        return [self.parts.get(p, p) for p in part_names]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "categories": {k: list(v) for k, v in self.categories.items()},
-            "parts": dict(self.parts),
-            "allow_fewer": self.allow_fewer,
-        }
-
-
-#: Find3D's ShapeNetPart part names (where they differ from the release's, which the dataset uses).
-SHAPENETPART_FIND3D_PROMPTS: dict[str, list[str]] = {
-    "Airplane": ["body", "wing", "tail", "engine or frame"],
-    "Bag": ["handle", "body"],
-    "Cap": ["panels or crown", "visor or peak"],
-    "Car": ["roof", "hood", "wheel or tire", "body"],
-    "Chair": ["back", "seat pad", "leg", "armrest"],
-    "Earphone": ["earcup", "headband", "data wire"],
-    "Guitar": ["head or tuners", "neck", "body"],
-    "Knife": ["blade", "handle"],
-    "Lamp": ["base", "lampshade", "fixing bracket", "stem"],
-    "Laptop": ["keyboard", "screen or monitor"],
-    "Motorbike": ["gas tank", "seat", "wheel", "handles or handlebars", "light", "engine or frame"],
-    "Mug": ["handle", "cup"],
-    "Pistol": ["barrel", "handle", "trigger and guard"],
-    "Rocket": ["body", "fin", "nose cone"],
-    "Skateboard": ["wheel", "deck", "belt for foot"],
-    "Table": ["desktop", "leg or support", "drawer"],
-}
-
-#: Built-in tables. ``release``: the dataset's names (for ShapeNetPart the release's names).
-PROMPT_TABLES: dict[str, PromptTable] = {
-    "release": PromptTable("release"),
-    "find3d": PromptTable("find3d", categories=SHAPENETPART_FIND3D_PROMPTS),
-}
-
-
 def load_prompt_table(
     spec: str | PromptTable | Mapping[str, Any], protocol_dir: str | None = None
 ) -> PromptTable:
     """A :class:`PromptTable` from a built-in name, ``"find3d-topk"`` (Find3D's ``topk_prompts.json``, read
-    from ``protocol_dir``), a YAML file or a mapping.
-
-    YAML layout::
-
-        categories:            # optional, one prompt per label in label order
-          Chair: [back, seat, leg, armrest]
-        parts:                 # optional, rename a part name wherever it appears
-          arm: arm of a person
-    """
+    from ``protocol_dir``), a YAML file (see :func:`~patchalign3d.evaluation.prompt_table.read_prompt_table_file`)
+    or a mapping."""
     if isinstance(spec, PromptTable):
         return spec
     if isinstance(spec, Mapping):
-        return _table_from_mapping(spec, "<mapping>")
+        return table_from_mapping(spec, "<mapping>")
     if spec in PROMPT_TABLES:
         return PROMPT_TABLES[spec]
     if spec == "find3d-topk":
-        from patchalign3d.evaluation.find3d import find3d_topk_table
-
         return find3d_topk_table(protocol_dir)
     path = Path(spec).expanduser()
     if path.suffix.lower() not in (".yaml", ".yml", ".json") or not path.is_file():
         raise ValueError(
             f"prompt table {spec!r} is neither one of {sorted(PROMPT_TABLES) + ['find3d-topk']} nor a YAML file"
         )
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
-    return _table_from_mapping(data, str(path))
-
-
-def _table_from_mapping(data: Any, where: str) -> PromptTable:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: a prompt table must be a mapping with 'categories' and/or 'parts'")
-    unknown = set(data) - {"categories", "parts", "name"}
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown prompt table keys {sorted(unknown)} (expected 'categories', 'parts')"
-        )
-    cats = data.get("categories") or {}
-    parts = data.get("parts") or {}
-    if not isinstance(cats, Mapping) or not all(
-        isinstance(v, Sequence) and not isinstance(v, str) and all(isinstance(p, str) for p in v)
-        for v in cats.values()
-    ):
-        raise ValueError(f"{where}: 'categories' must map category names to lists of prompt strings")
-    if not isinstance(parts, Mapping) or not all(isinstance(v, str) for v in parts.values()):
-        raise ValueError(f"{where}: 'parts' must map part names to prompt strings")
-    return PromptTable(
-        str(data.get("name", where)),
-        {str(k): list(v) for k, v in cats.items()},
-        {str(k): v for k, v in parts.items()},
-    )
+    return read_prompt_table_file(path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -203,8 +107,14 @@ class Protocol:
             release's ``part_only``; ``"category"``: the four category templates, ``part_plus_cat``;
             ``"ensemble"``: all seven, the release's ``ensemble``; or a list). A text bank serves the setting it
             was built with (see :class:`~patchalign3d.evaluation.scoring.PromptEmbedder`).
-        points: score all points (``None``) or ``points`` drawn with the shape's seed.
+        points: score all points (``None``) or ``points`` drawn with the shape's seed. Under
+            ``assign="membership_release"`` a cloud still larger than ``max_points`` is cut to a seeded
+            ``max_points`` of its points, the ones the encoder sees: the release scores only what it encodes
+            (``src/datasets/shapenet.py`` lines 99-101), and a point it never encodes would get all-zero logits.
         replace: draw with replacement (as the release does); without, when there are enough points.
+        normalize_before_sampling: centre and scale the whole cloud, then draw the points (the release's order,
+            ``src/datasets/shapenet.py`` lines 97-99); by default the drawn points are normalised by
+            :func:`patchalign3d.segment`. Needs ``normalize``.
         seed: seeds point draws, rotations and the encoder subset.
         rotation: ``"canonical"`` (as stored), ``"random"`` (uniform in SO(3)) or ``"random-up"`` (about the
             up axis), seeded per shape, or ``"find3d"`` (the rotation Find3D publishes for each test shape).
@@ -217,8 +127,12 @@ class Protocol:
             off, every prompt of the benchmark competes and a foreign prediction is wrong.
         none_if_negative: a point whose every logit is negative is predicted as no part (Find3D prepends a
             zero "no label" logit on PartNetE and Objaverse).
-        metric: IoU convention, ``"release"``, ``"find3d"`` or ``"pointbert"``.
+        metric: IoU convention, ``"release"``, ``"find3d"``, ``"pointbert"`` or ``"partslip"`` (the parts present
+            in the ground truth, unlabelled points counted, and PartSLIP's part-first average as the headline).
         unlabelled: ``"ignore"`` / ``"count"`` unlabelled ground-truth points; ``None`` = the metric's default.
+        ciou: ``"categories"`` (the mean over categories of their shapes' mean) or ``"release-batches"`` (the
+            released script's mean of per-batch category means, :func:`~patchalign3d.evaluation.averaging.
+            release_batch_ciou`, over batches of ``ciou_batch_size`` shapes in the release's loader order).
     """
 
     preset: str = "paper"
@@ -241,6 +155,9 @@ class Protocol:
     num_groups: int | None = None
     metric: str = "release"
     unlabelled: str | None = None
+    normalize_before_sampling: bool = False
+    ciou: str = "categories"
+    ciou_batch_size: int = 16
 
     def __post_init__(self) -> None:
         if self.points is not None and (not isinstance(self.points, int) or self.points < 1):
@@ -263,6 +180,12 @@ class Protocol:
             raise ValueError(f"metric must be one of {CONVENTIONS}, got {self.metric!r}")
         if self.unlabelled not in (None, "ignore", "count"):
             raise ValueError(f"unlabelled must be None, 'ignore' or 'count', got {self.unlabelled!r}")
+        if self.ciou not in CIOU_RULES:
+            raise ValueError(f"ciou must be one of {CIOU_RULES}, got {self.ciou!r}")
+        if not isinstance(self.ciou_batch_size, int) or self.ciou_batch_size < 1:
+            raise ValueError(f"ciou_batch_size must be a positive integer, got {self.ciou_batch_size!r}")
+        if self.normalize_before_sampling and not self.normalize:
+            raise ValueError("normalize_before_sampling needs normalize=True (it moves the normalisation earlier)")
         if "{part}" not in self.prompt_template:
             raise ValueError(f"prompt_template must contain '{{part}}', got {self.prompt_template!r}")
         try:
@@ -317,14 +240,15 @@ class Protocol:
     def prompts_for(
         self, category: str, part_names: Sequence[str], table: PromptTable | None = None
     ) -> list[str]:
-        """Decorated prompts of a label space."""
+        """Decorated prompts of a label space (a verbatim table's sentences as written)."""
         table = table or self.prompt_table
-        return [self.prompt(p, category) for p in table.prompts(category, part_names)]
+        listed = table.prompts(category, part_names)
+        return list(listed) if table.verbatim else [self.prompt(p, category) for p in listed]
 
     def segment_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`patchalign3d.segment` that this protocol fixes."""
         return dict(
-            normalize=self.normalize,
+            normalize=self.normalize and not self.normalize_before_sampling,  # else done before the draw
             up_axis=self.up_axis,
             assign=self.assign,
             temperature=self.temperature,
@@ -345,14 +269,22 @@ def benchmark_protocol(benchmark: str, preset: str = "paper") -> Protocol:
     positive, as PartSLIP's evaluation counts them. PartNet-Mobility and labelled meshes: like ShapeNetPart,
     all points.
 
-    ``release``: the released evaluation script: as ``paper``, except FAUST, where 2048 vertices are drawn
-    (without replacement unless fewer) and only those are encoded and scored; ``assign="membership"`` means
-    the release's rule (``membership_release``).
+    ScanObjectNN: COPS's protocol, the baseline the paper compares with (the paper states none of its own):
+    the loader keeps the background as a scored class (its ``background="keep"``), every point scored,
+    ``pointbert`` IoU (COPS's per-shape ``mean_iou``, ``source/metrics/compute_metrics.py`` lines 166-184).
+
+    ``release``: the released evaluation script: as ``paper``, except ShapeNetPart, where the whole cloud is
+    normalised before the 2048 points are drawn and cIoU is the mean of per-batch category means over batches
+    of 16 in the release's loader order (``src/datasets/shapenet.py`` lines 97-101, ``src/inference/eval.py``
+    lines 288-296), and FAUST, where 2048 vertices are drawn (without replacement unless fewer) and only those
+    are encoded and scored; ``assign="membership"`` means the release's rule (``membership_release``).
 
     ``find3d``: Find3D's protocol, from its files: ShapeNetPart (HDF5 release) and PartNetE with Find3D's
-    rotation of each test shape and its subset (``subset="all"`` widens it), prompts ``"{part} of a
-    {category}"`` (ShapeNetPart with Find3D's names), all points, ``find3d`` IoU; on PartNetE and Objaverse a
-    point whose every logit is negative is no part, as Find3D's zero "no label" column makes it.
+    rotation of each test shape, every shape (Find3D's ``--subset`` flag is off by default,
+    ``model/evaluation/benchmark/eval_benchmark.py`` lines 129 and 132; ``subset="find3d"`` takes its subset),
+    prompts ``"{part} of a {category}"`` (ShapeNetPart with Find3D's names), all points, ``find3d`` IoU; on
+    PartNetE and Objaverse a point whose every logit is at most 0 is no part, as Find3D's zero "no label"
+    column makes it (``model/evaluation/core.py`` line 44).
     """
     key = benchmark.lower()
     if preset not in PRESETS:
@@ -360,14 +292,20 @@ def benchmark_protocol(benchmark: str, preset: str = "paper") -> Protocol:
     if preset == "find3d":
         decorated = dict(preset="find3d", prompt_template="{part} of a {category}", metric="find3d")
         if key.startswith("shapenetpart"):
-            return Protocol(prompts="find3d", rotation="find3d", subset="find3d", **decorated)
+            return Protocol(prompts="find3d", rotation="find3d", **decorated)
         if key == "partnete":
-            return Protocol(rotation="find3d", subset="find3d", none_if_negative=True, **decorated)
+            return Protocol(rotation="find3d", none_if_negative=True, **decorated)
         if key == "objaverse":
             return Protocol(none_if_negative=True, **decorated)
         raise ValueError(f"Find3D published no protocol for {benchmark!r} (it has ShapeNetPart, PartNetE, Objaverse)")
     if key.startswith("shapenetpart"):
+        if preset == "release":
+            return Protocol(
+                preset=preset, points=2048, replace=True, normalize_before_sampling=True, ciou="release-batches"
+            )
         return Protocol(preset=preset, points=2048, replace=True)
+    if key == "scanobjectnn":
+        return Protocol(preset=preset, metric="pointbert")
     if key == "faust":
         if preset == "release":
             return Protocol(preset=preset, normalize=False, metric="pointbert", points=2048)
@@ -415,16 +353,19 @@ def random_rotation(rng: np.random.Generator, mode: str = "random", up_axis: str
 def sample_points(
     points: np.ndarray, labels: np.ndarray, uid: str, protocol: Protocol, rotation: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the protocol's point draw and rotation to one shape.
+    """Apply the protocol's normalisation (when before the draw), point draw, rotation and, under
+    ``assign="membership_release"``, the cut to the points the encoder sees, to one shape.
 
     Args:
         points: ``(N, 3)``; labels: ``(N,)``.
         rotation: the shape's ``(3, 3)`` published rotation when ``protocol.rotation == "find3d"``.
 
     Returns:
-        ``(M, 3)`` float32 points and ``(M,)`` labels, ``M = N`` or ``protocol.points``.
+        ``(M, 3)`` float32 points and ``(M,)`` labels, ``M = N``, ``protocol.points`` or ``protocol.max_points``.
     """
     rng = shape_rng(protocol.seed, uid)
+    if protocol.normalize_before_sampling:
+        points = unit_sphere(points, uid)
     if protocol.points is not None:
         n = len(points)
         # without replacement only when possible; a short cloud is padded by repeats, as the release does
@@ -437,4 +378,23 @@ def sample_points(
     elif protocol.rotation != "canonical":
         rot = random_rotation(rng, protocol.rotation, protocol.up_axis)
         points = points @ rot.T
+    if scores_encoded_only(protocol) and len(points) > protocol.max_points:
+        # the release scores the points it encodes; any other point would get all-zero logits (label 0)
+        keep = np.sort(rng.choice(len(points), protocol.max_points, replace=False))
+        points, labels = points[keep], labels[keep]
     return np.ascontiguousarray(points, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def scores_encoded_only(protocol: Protocol) -> bool:
+    """Whether only the points the encoder sees are scored (``assign="membership_release"`` with a cap)."""
+    return protocol.assign == "membership_release" and protocol.max_points is not None
+
+
+def unit_sphere(points: np.ndarray, uid: str = "") -> np.ndarray:
+    """``(N, 3)`` float32 points centred on their centroid and scaled to radius 1 (the release's ``pc_normalize``)."""
+    x = points.astype(np.float32)
+    x = x - x.mean(axis=0)
+    radius = float(np.sqrt((x**2).sum(axis=1)).max())
+    if radius == 0.0:
+        raise ValueError(f"all points of {uid or 'the shape'} coincide: the cloud cannot be normalised")
+    return x / radius

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from patchalign3d.evaluation.averaging import partslip_average, release_batch_ciou
 from patchalign3d.evaluation.dataset import EvalDataset
 from patchalign3d.evaluation.metrics import IoUSummary
 from patchalign3d.evaluation.protocols import Protocol
+from patchalign3d.evaluation.rules import report_rules, rules_markdown
 
 __all__ = ["build_report", "markdown_table", "render_extremes", "environment"]
 
@@ -26,7 +28,16 @@ def _pct(x: float) -> float | None:
 def build_report(
     summary: IoUSummary, data: EvalDataset, *, name: str, root: Any, protocol: Protocol, unlabelled: str
 ) -> dict[str, Any]:
-    """The figures of an evaluation as JSON-ready data (IoUs in percent; ``None`` = not scored)."""
+    """The figures of an evaluation as JSON-ready data (IoUs in percent; ``None`` = not scored).
+
+    ``metric`` holds mIoU, cIoU (by the protocol's ``ciou`` rule; both rules' values beside it), PartSLIP's
+    part-first average ``partslip_miou`` and which of them is the ``headline``; ``rules`` says which publisher's
+    rule each figure follows (:func:`~patchalign3d.evaluation.rules.report_rules`).
+    """
+    partslip = partslip_average(summary, lambda i: (data.record(i).category, data.record(i).part_names))
+    positions = data.release_positions()[summary.shape_index] if len(data) else []
+    ciou_batches = release_batch_ciou(summary.shape_category, summary.shape_iou, positions, protocol.ciou_batch_size)
+    ciou = ciou_batches if protocol.ciou == "release-batches" else summary.ciou
     per_part: dict[str, dict[str, list[float]]] = {}
     for shape_idx, part_idx, iou in summary.part_rows:
         rec = data.record(int(shape_idx))
@@ -40,6 +51,7 @@ def build_report(
                 "category": cat,
                 "num_shapes": stats["num_shapes"] if stats else 0,
                 "miou": _pct(stats["miou"]) if stats else None,
+                "partslip_miou": _pct(partslip.per_category.get(cat)),
                 "parts": parts,
             }
         )
@@ -59,6 +71,7 @@ def build_report(
             "missing": data.dataset.missing_policy,
             "skipped": [{"uid": uid, "absent": path} for uid, path in data.dataset.skipped],
             "find3d_subset_absent": data.subset_absent,
+            "choices": data.dataset.choices(),
         },
         "protocol": {
             **protocol.to_dict(),
@@ -71,12 +84,18 @@ def build_report(
             "convention": summary.convention,
             "unit": "percent",
             "miou": _pct(summary.miou),
-            "ciou": _pct(summary.ciou),
+            "ciou": _pct(ciou),
+            "ciou_rule": protocol.ciou,
+            "ciou_categories": _pct(summary.ciou),
+            "ciou_release_batches": _pct(ciou_batches),
+            "partslip_miou": _pct(partslip.miou),
+            "headline": "partslip_miou" if protocol.metric == "partslip" else "miou",
             "num_shapes": summary.num_shapes,
             "num_scored": summary.num_scored,
         },
         "per_category": per_category,
         "shapes": shapes,
+        "rules": report_rules(protocol, data, unlabelled),
     }
     report["markdown"] = markdown_table(report)
     return report
@@ -102,8 +121,16 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     for row in report["per_category"]:
         parts = ", ".join(f"{p} {_fmt(v)}" for p, v in row["parts"].items())
         lines.append(f"| {row['category']} | {row['num_shapes']} | {_fmt(row['miou'])} | {parts} |")
+    ciou_label = "class avg" if m.get("ciou_rule", "categories") == "categories" else "release per-batch avg"
     lines.append(f"| **mIoU** (instance avg) | {m['num_scored']} | **{_fmt(m['miou'])}** | |")
-    lines.append(f"| **cIoU** (class avg) | {scored_cats} categories | **{_fmt(m['ciou'])}** | |")
+    lines.append(f"| **cIoU** ({ciou_label}) | {scored_cats} categories | **{_fmt(m['ciou'])}** | |")
+    if "partslip_miou" in m:
+        lines.append(
+            f"| **PartSLIP mIoU** (per part, then category) | {scored_cats} categories | "
+            f"**{_fmt(m['partslip_miou'])}** | |"
+        )
+    if report.get("rules"):
+        lines += ["", rules_markdown(report["rules"])]
     return "\n".join(lines)
 
 

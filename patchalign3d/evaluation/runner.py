@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,11 @@ from patchalign3d.evaluation.metrics import PartIoU, default_unlabelled
 from patchalign3d.evaluation.protocols import Protocol, benchmark_protocol
 from patchalign3d.evaluation.report import build_report, environment, render_extremes
 from patchalign3d.evaluation.scoring import PromptEmbedder, predict_batch, score_batch
+from patchalign3d.model.checkpoint import DEFAULT_REPO, load_model
+from patchalign3d.model.patchalign3d import PatchAlign3D
 from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
 
-__all__ = ["DEFAULT_DTYPE", "evaluate", "evaluate_main"]
+__all__ = ["DEFAULT_DTYPE", "evaluate"]
 
 
 def eval_dtype(dtype: str | None) -> str:
@@ -48,16 +50,12 @@ def eval_dtype(dtype: str | None) -> str:
 
 
 def _resolve_model(model: Any, trust_pickle: bool = False) -> tuple[Any, str]:
-    from patchalign3d.model.patchalign3d import PatchAlign3D
-
     if isinstance(model, PatchAlign3D):
         return model.eval(), "<in-memory model>"
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise TypeError(
             f"model must be a PatchAlign3D, a checkpoint path or Hub id, or None; got {type(model).__name__}"
         )
-    from patchalign3d.model.checkpoint import DEFAULT_REPO, load_model
-
     return load_model(model, trust_pickle=trust_pickle), DEFAULT_REPO if model is None else str(model)
 
 
@@ -96,7 +94,9 @@ def evaluate(
         trust_pickle: let :func:`~patchalign3d.load_model` unpickle a checkpoint given by path.
 
     Returns:
-        The report: ``metric`` (mIoU, cIoU in percent), ``per_category``, ``shapes``, ``protocol`` (complete),
+        The report: ``metric`` (mIoU, cIoU and PartSLIP's ``partslip_miou`` in percent, and which is the
+        ``headline``), ``per_category``, ``shapes``, ``protocol`` (complete), ``dataset`` (with the loader's
+        ``choices``), ``rules`` (which publisher's rule each figure follows, with the source file and line),
         ``model``, ``text``, ``timing``, ``environment``, ``markdown``, ``pictures``.
     """
     t_start = time.perf_counter()
@@ -110,7 +110,7 @@ def evaluate(
     protocol = protocol or benchmark_protocol(name)
     data = EvalDataset(dataset, protocol)
     if len(data) == 0:
-        raise ValueError(f"{dataset!r} holds no shapes to evaluate")
+        raise ValueError(data.why_empty())
     net, model_source = _resolve_model(model, trust_pickle)
     embed = PromptEmbedder(text, net, protocol.text_templates)
     unlabelled = protocol.unlabelled or default_unlabelled(protocol.metric)
@@ -163,11 +163,3 @@ def evaluate(
             json.dumps(report, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8"
         )
     return report
-
-
-
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    """``patchalign3d evaluate``; lives in :mod:`patchalign3d.evaluation.cli` (the top-level command imports it here)."""
-    from patchalign3d.evaluation.cli import evaluate_main as main
-
-    return main(argv)

@@ -12,11 +12,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from patchalign3d.api import segment
 from patchalign3d.evaluation.dataset import EvalItem
 from patchalign3d.evaluation.metrics import PartIoU
 from patchalign3d.evaluation.protocols import Protocol
 from patchalign3d.precision import DEFAULT_DTYPE
-from patchalign3d.text import clean_name
+from patchalign3d.text import (
+    TEMPLATE_SETS,
+    TextBank,
+    TextEncoder,
+    UnknownTextEncoderError,
+    clean_name,
+    get_text_encoder,
+    spec_from_meta,
+)
+from patchalign3d.text.bank import template_fields
 
 __all__ = ["PromptEmbedder", "predict_batch", "score_batch"]
 
@@ -40,9 +50,6 @@ class PromptEmbedder:
     def __init__(
         self, text: Any = None, model: Any = None, text_templates: str | Sequence[str] = "release"
     ) -> None:
-        from patchalign3d.text import TEMPLATE_SETS, TextBank, TextEncoder, get_text_encoder, spec_from_meta
-        from patchalign3d.text.bank import template_fields
-
         self._memo: dict[tuple[str | None, tuple[str, ...]], Tensor] = {}
         self.bank = text if isinstance(text, TextBank) else None
         self.mapping = text if isinstance(text, Mapping) else None
@@ -66,7 +73,7 @@ class PromptEmbedder:
             elif not self.bank.paired and text_templates == "release":
                 self.bank_serves = True
             else:  # templates the bank was not built with: its own encoder, or a clear refusal
-                self.encoder = get_text_encoder(self.bank.encoder_spec(f"the text bank's metadata {self.bank.meta}"))
+                self.encoder = get_text_encoder(_bank_encoder_spec(self.bank, text_templates))
                 if self.encoder.dim != self.bank.dim:
                     raise ValueError(
                         f"the text bank is {self.bank.dim}-d but the encoder its metadata names "
@@ -107,8 +114,6 @@ class PromptEmbedder:
         return emb
 
     def _embed(self, prompts: list[str], category: str) -> Tensor:
-        from patchalign3d.text import TextBank
-
         cat = (category or "object") if self.per_category else None
         if self.bank_serves:
             return self.bank.lookup(prompts, category=cat)
@@ -122,6 +127,21 @@ class PromptEmbedder:
             )
         bank = TextBank.build(prompts, self.encoder, templates=self.templates, category=cat)
         return bank.lookup(prompts, category=cat)
+
+
+def _bank_encoder_spec(bank: Any, text_templates: Any) -> str:
+    """The encoder that built ``bank``; when its metadata does not say, advice that works with a bank (the
+    encoder's own advice, ``--text-encoder``, cannot be combined with ``--text-bank``)."""
+    try:
+        return bank.encoder_spec(f"the text bank's metadata {bank.meta}")
+    except UnknownTextEncoderError:
+        own = "category" if bank.paired else "release"
+        raise UnknownTextEncoderError(
+            f"the text bank's metadata {bank.meta} does not say which text encoder built it, so the templates of "
+            f"text_templates={text_templates!r}, which the bank was not built with, cannot be encoded: keep the bank "
+            f"with its own templates (--text-templates {own}; Python: text_templates={own!r}), or replace "
+            "--text-bank with --text-encoder SPEC naming the encoder that built it (Python: text=SPEC)"
+        ) from None
 
 
 def predict_batch(
@@ -142,8 +162,6 @@ def predict_batch(
     release predicts for it (:attr:`EvalItem.zero_logit_label`), and ``none_if_negative`` makes a point whose
     every logit is at most 0 no part, as Find3D's zero "no label" column does (it wins ties, being first).
     """
-    from patchalign3d.api import segment
-
     groups: dict[tuple, list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault((it.candidates, it.category if embed.per_category else None), []).append(i)
@@ -175,7 +193,8 @@ def score_batch(metric: PartIoU, items: Sequence[EvalItem], preds: Sequence[np.n
     """Add each item's IoU to ``metric``."""
     for it, pred in zip(items, preds):
         metric.update(
-            torch.from_numpy(pred), torch.from_numpy(it.labels), len(it.part_names), it.category, it.index
+            torch.from_numpy(pred), torch.from_numpy(it.labels), len(it.part_names), it.category, it.index,
+            scored=it.scored_parts,
         )
 
 

@@ -213,3 +213,41 @@ def write_partnete(
             write_ply_cloud(d / "pc.ply", pts, binary=(i % 2 == 0))
             np.save(d / "label.npy", {"semantic_seg": k - 1, "instance_seg": np.where(k > 0, k, -1)})
     return root
+
+
+def write_scanobjectnn(
+    root: Path,
+    scans: Sequence[tuple[str, int, bool, Sequence[int]]],
+    semantic: dict[str, Sequence[int]] | None = None,
+    folder: str = "object_dataset_complete_with_parts_",
+) -> Path:
+    """ScanObjectNN's raw release with parts, as its README describes it: ``split_new.txt`` and, per scan,
+    ``<category>/<stem>.bin`` (float32 count, then x y z nx ny nz r g b instance_label semantic_label per point)
+    and ``<stem>_part.bin`` (float32 count, then two floats per point, the last the part id).
+
+    ``scans``: (stem, category id, is test, part id of each point); ``semantic``: stem -> per-point semantic
+    label (default 5 everywhere). Returns the folder holding ``folder``.
+    """
+    from patchalign3d.data.scanobjectnn import SCANOBJECTNN_CATEGORIES
+
+    data = root / folder
+    data.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (stem, cid, is_test, part_ids) in enumerate(scans):
+        ids = np.asarray(part_ids, dtype=np.float32)
+        n = len(ids)
+        rng = np.random.default_rng(i)
+        table = np.zeros((n, 11), np.float32)
+        table[:, :3] = rng.normal(size=(n, 3)) + ids[:, None]  # parts apart from each other
+        table[:, 3:6] = rng.normal(size=(n, 3))
+        table[:, 6:9] = rng.integers(0, 255, size=(n, 3))
+        table[:, 9] = 1.0
+        table[:, 10] = np.asarray((semantic or {}).get(stem, [5] * n), dtype=np.float32)
+        cat = data / SCANOBJECTNN_CATEGORIES[cid]
+        cat.mkdir(exist_ok=True)
+        np.concatenate([[np.float32(n)], table.reshape(-1)]).astype("<f4").tofile(cat / f"{stem}.bin")
+        parts = np.stack([np.zeros(n, np.float32), ids], axis=1)
+        np.concatenate([[np.float32(n)], parts.reshape(-1)]).astype("<f4").tofile(cat / f"{stem}_part.bin")
+        lines.append(f"{stem}.bin\t{cid}" + ("\tt" if is_test else ""))
+    (data / "split_new.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -117,27 +117,49 @@ def test_benchmark_protocols_and_configs():
     faust = benchmark_protocol("faust")
     assert (faust.normalize, faust.metric, faust.points) == (False, "pointbert", None)
     assert benchmark_protocol("objaverse").metric == "find3d"
-    for name in ("shapenetpart", "faust", "objaverse", "partnete", "shapenetpart_find3d", "partnete_find3d"):
+    for name in ("shapenetpart", "faust", "objaverse", "partnete", "shapenetpart_find3d", "partnete_find3d",
+                 "scanobjectnn"):
         cfg = load_config(REPO / "configs" / "eval" / f"{name}.yaml")
         preset = cfg["protocol"].get("preset", "paper")
         proto = Protocol.from_dict({**benchmark_protocol(cfg["benchmark"], preset).to_dict(), **cfg["protocol"]})
-        if name in ("shapenetpart", "faust", "partnete"):  # the configs spell out the paper's protocol in full
+        if name in ("shapenetpart", "faust", "partnete", "scanobjectnn"):  # the paper's protocol spelled out
             assert proto == benchmark_protocol(name)
         elif name.endswith("find3d"):  # the Find3D configs name the preset only
             assert proto == benchmark_protocol(cfg["benchmark"], preset)
     assert benchmark_protocol("partnete").unlabelled == "count"
+    # ScanObjectNN's paper preset is COPS's: pointbert IoU (compute_metrics.py:166-184), background kept and
+    # COPS's dropped parts, which are the loader's defaults, as the config says
+    import inspect
+
+    from patchalign3d.data import ScanObjectNN
+
+    assert benchmark_protocol("scanobjectnn").metric == "pointbert"
+    defaults = {k: v.default for k, v in inspect.signature(ScanObjectNN.__init__).parameters.items()}
+    cfg = load_config(REPO / "configs" / "eval" / "scanobjectnn.yaml")
+    assert cfg["dataset"] == {k: defaults[k] for k in ("background", "drop_parts", "scene")} == {
+        "background": "keep", "drop_parts": "cops", "scene": "keep"}
 
 
 def test_presets():
-    for name in ("shapenetpart", "objaverse", "partnete", "partnet"):
+    for name in ("objaverse", "partnete", "partnet", "scanobjectnn"):
         assert benchmark_protocol(name, "release") == Protocol(
             **{**benchmark_protocol(name).to_dict(), "preset": "release"}
         )
+    # the released ShapeNetPart script normalises the whole cloud before its draw and averages per batch
+    # (src/datasets/shapenet.py:97-101, src/inference/eval.py:288-296); the paper preset keeps the defaults
+    assert benchmark_protocol("shapenetpart", "release") == Protocol(
+        **{**benchmark_protocol("shapenetpart").to_dict(), "preset": "release", "normalize_before_sampling": True,
+           "ciou": "release-batches"}
+    )
+    paper = benchmark_protocol("shapenetpart")
+    assert (paper.normalize_before_sampling, paper.ciou) == (False, "categories")
     release_faust = benchmark_protocol("faust", "release")  # the released script draws 2048 vertices
     assert (release_faust.points, release_faust.replace, release_faust.normalize) == (2048, False, False)
     f3d = benchmark_protocol("shapenetpart", "find3d")
+    # Find3D's eval_benchmark.py:129,132: --subset is off unless given -> every shape by default
     assert (f3d.prompts, f3d.prompt_template, f3d.rotation, f3d.subset, f3d.points, f3d.metric) == (
-        "find3d", "{part} of a {category}", "find3d", "find3d", None, "find3d")
+        "find3d", "{part} of a {category}", "find3d", "all", None, "find3d")
+    assert benchmark_protocol("partnete", "find3d").subset == "all"
     assert not f3d.none_if_negative and benchmark_protocol("partnete", "find3d").none_if_negative
     assert benchmark_protocol("objaverse", "find3d").none_if_negative
     with pytest.raises(ValueError, match="unknown protocol preset 'mine'"):

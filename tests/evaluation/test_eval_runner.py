@@ -262,7 +262,7 @@ def test_lightning_test_matches_runner(snp_root, tiny_model):
 
     g = torch.Generator().manual_seed(2)
     text = {p: torch.nn.functional.normalize(torch.randn(64, generator=g), dim=0) for p in PROMPTS}
-    proto = Protocol(points=64, replace=True, seed=1)
+    proto = Protocol(points=64, replace=True, seed=1, ciou="release-batches", ciou_batch_size=2)
     data = EvalDataset(build_dataset("shapenetpart", snp_root), proto)
     module = EvaluationModule(tiny_model, data, proto, text=text, batch_size=2)
     trainer = L.Trainer(
@@ -276,7 +276,9 @@ def test_lightning_test_matches_runner(snp_root, tiny_model):
     trainer.test(module, dataloaders=make_dataloader(data, batch_size=2), verbose=False)
     ref = evaluate("shapenetpart", snp_root, model=tiny_model, text=text, protocol=proto, batch_size=2)
     assert module.summary.miou == pytest.approx(ref["metric"]["miou"], abs=1e-3)
-    assert module.summary.ciou == pytest.approx(ref["metric"]["ciou"], abs=1e-3)
+    assert module.ciou == pytest.approx(ref["metric"]["ciou"], abs=1e-3)
+    assert module.summary.ciou == pytest.approx(ref["metric"]["ciou_categories"], abs=1e-3)
+    assert module.partslip.miou == pytest.approx(ref["metric"]["partslip_miou"], abs=1e-3)
 
 
 class RecordingEncoder(TextEncoder):

@@ -64,8 +64,9 @@ def test_shapenetpart_rows_subset_and_rotation(tmp_path):
     # per-category positions: chair 0, 1, 2 are rows 0, 2, 4; table 0 is row 1; airplane 0 is row 3
     proto_dir = write_protocol_dir(tmp_path / "f3d", angles, {"chair": ["2", "0"], "airplane": ["0"], "table": []})
     ds = build_dataset("shapenetpart", root)
-    protocol = Protocol(**{**benchmark_protocol("shapenetpart", "find3d").to_dict(), "protocol_dir": str(proto_dir)})
-    assert protocol.rotation == "find3d" and protocol.subset == "find3d" and protocol.metric == "find3d"
+    protocol = Protocol(**{**benchmark_protocol("shapenetpart", "find3d").to_dict(), "protocol_dir": str(proto_dir),
+                           "subset": "find3d"})
+    assert protocol.rotation == "find3d" and protocol.metric == "find3d"
     data = EvalDataset(ds, protocol)
     items = {data[i].uid: data[i] for i in range(len(data))}
     assert sorted(items) == ["ply_data_test0/0", "ply_data_test0/3", "ply_data_test0/4"]
@@ -123,7 +124,8 @@ def test_partnete_rows_and_subset_by_object_id(tmp_path):
     angles = np.random.default_rng(2).uniform(0, 6.28, size=(4, 3))
     proto_dir = write_protocol_dir(tmp_path / "f3d", angles, {"Bottle": ["3380"], "Chair": ["40067", "179"]},
                                    benchmark="partnete")
-    protocol = Protocol(**{**benchmark_protocol("partnete", "find3d").to_dict(), "protocol_dir": str(proto_dir)})
+    protocol = Protocol(**{**benchmark_protocol("partnete", "find3d").to_dict(), "protocol_dir": str(proto_dir),
+                           "subset": "find3d"})
     assert protocol.none_if_negative and protocol.prompt_template == "{part} of a {category}"
     ds = PartNetE(root)
     data = EvalDataset(ds, protocol)
@@ -164,7 +166,7 @@ def test_real_shapenetpart_files_match_the_test_split(shared_data, tmp_path):
         f["data"], f["label"], f["pid"] = pts, np.array(cats, dtype=np.uint8)[:, None], pid.astype(np.uint8)
     ds = build_dataset("shapenetpart", tmp_path / "h5")
     protocol = Protocol(**{**benchmark_protocol("shapenetpart", "find3d").to_dict(),
-                           "protocol_dir": str(shared_data / "find3d")})
+                           "protocol_dir": str(shared_data / "find3d"), "subset": "find3d"})
     data = EvalDataset(ds, protocol)
     assert len(data) == 160 and data.subset_absent == []  # 10 per category, every index inside its category
     assert data.find3d.rotations.shape == (2874, 3)
