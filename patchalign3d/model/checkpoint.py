@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from patchalign3d.errors import CheckpointError, WeightsUnavailableError
+from patchalign3d.model.file_kind import check_checkpoint_file
 from patchalign3d.model.patchalign3d import PatchAlign3D, PatchAlign3DConfig
 
 DEFAULT_REPO = "patchalign3d/patchalign3d-encoder"
@@ -35,6 +36,7 @@ def safe_load(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    check_checkpoint_file(path)  # a file that is no checkpoint never reaches the unpickler
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
