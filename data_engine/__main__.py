@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patchalign3d-data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("precompute", help="meshes -> store (resumable)")
-    run.add_argument("-c", "--config", required=True, help="YAML config, e.g. configs/data/demo.yaml")
+    run.add_argument("-c", "--config", required=True, help="YAML config, e.g. patchalign3d/configs/data/demo.yaml")
     run.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. output=out/store teacher.pretrained=false"
     )

@@ -173,10 +173,10 @@ def _segment_many(args: argparse.Namespace) -> int:
     found, problems = find_shapes(sources, exclude=Path(args.out))
     if not found:
         raise FileNotFoundError("no shapes to segment: " + "; ".join(f"{p['path']}: {p['reason']}" for p in problems))
+    check_output_folder(args.out, "--out")
     if Path(args.out).suffix.lower() in PART_FILE_SUFFIXES + (".npz",) and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a file name, but a folder or several shapes write one output per shape: "
                          f"give a folder, e.g. --out {Path(args.out).with_suffix('')}/")
-    check_output_folder(args.out, "--out")
     if args.split_dir:
         check_output_folder(args.split_dir, "--split-dir", PART_FILE_SUFFIXES + (".npz",))
     model, text = _model_and_text(args)

@@ -26,6 +26,11 @@ EXIT_STATUS_HELP = ("exit status: 0 done; 1 failed (a one-line message says why 
                     "(an unknown, missing, conflicting or malformed argument)")
 #: Errors that mean "the input or the environment is wrong", as opposed to a bug (which keeps its traceback).
 USER_ERRORS = (OSError, ValueError, KeyError)
+#: The library's advice in Python terms, and the same advice on the command line.
+PYTHON_TO_FLAGS = (
+    ("Build a bank that contains them with TextBank.build(names, encoder).",
+     "Use names the bank holds, or --text-encoder instead of --text-bank (the names are then encoded)."),
+)
 CHECKPOINT_HINT = "Pass --checkpoint PATH (a released .pt, a Lightning .ckpt or a save_pretrained folder)."
 TEXT_HINT = "Pass --text-encoder minilm (works offline) or --text-bank FILE (a saved TextBank)."
 
@@ -46,6 +51,8 @@ def error_message(err: BaseException) -> str:
     local ones (``--checkpoint``, ``--text-encoder``/``--text-bank``) instead of a Python argument."""
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     text = " ".join(text.split())
+    for python, flags in PYTHON_TO_FLAGS:
+        text = text.replace(python, flags)
     if isinstance(err, WeightsUnavailableError):
         origin = _raised_in(err.__traceback__)
         if origin.startswith("patchalign3d.model"):
