@@ -7,6 +7,7 @@ import configparser
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -58,12 +59,15 @@ def test_lightning_entry_point_is_this_package():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel `pip wheel .` builds from this checkout (setuptools of the environment, nothing downloaded)."""
+    """The wheel `pip wheel .` builds from a clean copy of this checkout (setuptools of the environment, nothing
+    downloaded): a build/ or *.egg-info left in the checkout would add files the package data does not name."""
     out = tmp_path_factory.mktemp("wheel")
-    build = tmp_path_factory.mktemp("build")
+    source = tmp_path_factory.mktemp("source") / "patchalign3d"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", ".venv*", "__pycache__", "demo_out", "outputs", "lightning_logs"))
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                          str(out), str(REPO)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TMPDIR": str(build)})
+                          str(out), str(source)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TMPDIR": str(out.parent)})
     assert run.returncode == 0, run.stderr[-3000:]
     (path,) = out.glob("patchalign3d-*.whl")
     return path
