@@ -9,7 +9,7 @@ Find3D settings by default (5000 points, 10 orthographic views of 500 px, teache
 random teacher (ViT-S/14 DINOv2, ``pretrained=False``) on the CPU. Shapes are procedural meshes written to a
 temporary folder (so ``load`` reads real files), plus the ShapeNet chair from ``../shared/data`` when present.
 
-``--demo`` uses ``configs/data/demo.yaml``'s sizes (2048 points, 6 views of 112 px, teacher at 112 px).
+``--demo`` uses ``patchalign3d/configs/data/demo.yaml``'s sizes (2048 points, 6 views of 112 px, teacher at 112 px).
 Several ``--teacher-dtypes`` are measured in turn in one run (bf16 is autocast; ``auto`` = what the
 hardware runs natively).
 
@@ -96,7 +96,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="224 px renders and teacher, 2 shapes")
-    parser.add_argument("--demo", action="store_true", help="the demo's sizes (configs/data/demo.yaml)")
+    parser.add_argument("--demo", action="store_true", help="the demo's sizes (patchalign3d/configs/data/demo.yaml)")
     parser.add_argument("--teacher-dtypes", nargs="+", default=["float32"],
                         choices=["auto", "float32", "bfloat16"], help="teacher precisions, measured in turn")
     parser.add_argument("--json", default=None, help="write the figures here too")

@@ -15,7 +15,7 @@ Usage::
     python benchmarks/bench_train.py --stages 2 --sampling random mask_aware   # the release's point sampling
     python benchmarks/bench_train.py --archs demo --precision 32-true bf16-mixed   # the demo's steps, both precisions
 
-``demo`` is the demo's model (``configs/demo/stage*.yaml``: the tiny preset with 64 patches of 32 points,
+``demo`` is the demo's model (``patchalign3d/configs/demo/stage*.yaml``: the tiny preset with 64 patches of 32 points,
 batch 8, stage 2 training everything against 384-d text). Several ``--precision`` (and ``--sampling``) values
 are measured in turn in the same run, so their ratios are taken on the same machine state.
 
@@ -40,7 +40,7 @@ from lightning import Callback, Trainer
 from patchalign3d.lit import Stage1Module, Stage2Module, StoreDataModule
 
 PART_NAMES = [f"part {i}" for i in range(24)]
-#: The demo's model (configs/demo/stage1.yaml and stage2.yaml).
+#: The demo's model (patchalign3d/configs/demo/stage1.yaml and stage2.yaml).
 DEMO = {"arch": "tiny", "arch_overrides": {"num_groups": 64, "group_size": 32}, "text_dim": 384, "trainable": "all"}
 
 

@@ -3,7 +3,7 @@
 One mesh, interactively::
 
     from data_engine import process_mesh, load_config
-    record = process_mesh("chair.glb", load_config("configs/data/demo.yaml"))
+    record = process_mesh("chair.glb", load_config("patchalign3d/configs/data/demo.yaml"))
 
 A collection, on one CPU or many GPUs and nodes (LitData workers), then published from its records and
 verified (:mod:`.publish`, :mod:`.verify`)::

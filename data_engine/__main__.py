@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("precompute", help="meshes -> store (resumable, several nodes)")
-    run.add_argument("-c", "--config", required=True, help="YAML config, e.g. configs/data/demo.yaml")
+    run.add_argument("-c", "--config", required=True, help="YAML config, e.g. patchalign3d/configs/data/demo.yaml")
     run.add_argument(
         "overrides", nargs="*", help="dotted overrides anywhere on the line, e.g. output=out/store teacher.pretrained=false"
     )

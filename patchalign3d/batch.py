@@ -163,7 +163,7 @@ def segment_files(
     # torch and the model load when shapes are segmented: the CLI reads BATCH_FORMATS for its --help
     from patchalign3d.api import _resolve_model, _validate_names, text_embeddings
 
-    formats = _check_formats(formats)
+    formats = check_formats(formats)
     names = _validate_names(part_names)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -254,7 +254,8 @@ def _write(seg: Any, base: Path, formats: list[str], colors: str, split: Path | 
     return written
 
 
-def _check_formats(formats: Sequence[str]) -> list[str]:
+def check_formats(formats: Sequence[str]) -> list[str]:
+    """``formats`` cleaned (``.glb`` -> ``glb``); ``ValueError`` naming the unknown ones."""
     formats = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
     bad = [f for f in formats if f not in BATCH_FORMATS]
     if bad or not formats:

@@ -11,6 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from patchalign3d.command_line import EXIT_FAILURE, EXIT_STATUS_HELP, run_command
+from patchalign3d.errors import UsageError
+
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 OWN_SUBCOMMANDS = ("segment", "export", "evaluate", "keypoints", "demo", "app")
 
@@ -24,12 +27,16 @@ def _segment_parser() -> argparse.ArgumentParser:
         prog="patchalign3d segment",
         description="Label every point (and, for meshes, every vertex and face) of shapes with one of the given part "
         "names. One shape: --out is a file. Several shapes, a folder or a glob: --out is a folder, with one "
-        "output per shape and report.json; the exit code is 1 when any shape failed.",
+        "output per shape and report.json. Every output path is checked before the model loads.",
+        epilog=f"{EXIT_STATUS_HELP.capitalize()}; with several shapes, 1 also when any shape failed.",
     )
     p.add_argument("shapes", nargs="+", metavar="SHAPE",
                    help="shape files (.ply .obj .glb .gltf .off .stl .pcd .npz .npy .txt .xyz .pts), folders (searched "
                    "recursively), glob patterns (quote them: 'shapes/**/*.glb'), or 'example:NAME' for a bundled shape")
-    p.add_argument("--parts", required=True, help='comma-separated part names, e.g. "seat,back,leg"')
+    names = p.add_mutually_exclusive_group(required=True)
+    names.add_argument("--parts", help='comma-separated part names, e.g. "seat,back,leg"; double-quote a name that '
+                       """holds a comma: 'seat,"back, upper",leg'""")
+    names.add_argument("--parts-file", help="a text file with one part name per line (instead of --parts)")
     p.add_argument("--checkpoint", default=None,
                    help="released .pt, Lightning .ckpt, save_pretrained folder or Hub repo id (default: the release on the Hub)")
     text = p.add_mutually_exclusive_group()
@@ -44,7 +51,7 @@ def _segment_parser() -> argparse.ArgumentParser:
                    "or colour every part")
     p.add_argument("--split-dir", default=None, help="also write one file per part of each mesh into this folder")
     p.add_argument("--split-format", default="glb", choices=[s[1:] for s in PART_FILE_SUFFIXES])
-    p.add_argument("--png", default=None, help="one shape: also write a picture of the result")
+    p.add_argument("--png", default=None, help="one shape: also write a picture of the result (.png)")
     p.add_argument("--assign", default="nearest", choices=("nearest", "membership", "interpolate"))
     p.add_argument("--up-axis", default="y", choices=("y", "z"))
     p.add_argument("--no-normalize", action="store_true", help="do not centre and scale to the unit sphere")
@@ -54,7 +61,8 @@ def _segment_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=DEFAULT_DTYPE, choices=DTYPE_NAMES,
                    help="'auto': bf16 where the hardware runs it natively (default %(default)s)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that need full unpickling")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a PyTorch checkpoint that needs full unpickling (only for files you trust)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -76,32 +84,57 @@ def _is_batch(shapes: Sequence[str]) -> bool:
 
 def segment_main(argv: Sequence[str]) -> int:
     args = _segment_parser().parse_args(argv)
-    try:
-        return _segment_many(args) if _is_batch(args.shapes) else _segment_one(args)
-    except (OSError, ValueError, KeyError) as err:  # bad paths, names, checkpoints: a message, not a traceback
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"patchalign3d segment: error: {message}", file=sys.stderr)
-        return 2
+    return run_command("patchalign3d segment", lambda: _segment_many(args) if _is_batch(args.shapes) else _segment_one(args))
+
+
+def _part_names(args: argparse.Namespace) -> list[str]:
+    from patchalign3d.command_line import parse_names, read_names_file
+
+    return read_names_file(args.parts_file, "--parts-file") if args.parts_file else parse_names(args.parts, "--parts")
 
 
 def _model_and_text(args: argparse.Namespace):
+    """The text source first (a bad --text-bank is found before the model loads), then the model."""
     import patchalign3d as pa
 
+    text = args.text_encoder
+    if args.text_bank:
+        if Path(args.text_bank).is_dir():
+            raise UsageError(f"--text-bank {args.text_bank} is a folder; give the .pt file that TextBank.save wrote")
+        try:
+            text = pa.TextBank.load(args.text_bank)
+        except (OSError, ValueError) as err:
+            raise type(err)(f"--text-bank: {err}") from None
     model = pa.load_model(args.checkpoint, trust_pickle=args.trust_pickle)
-    text = pa.TextBank.load(args.text_bank) if args.text_bank else args.text_encoder
     return model, text
+
+
+def _check_one_shape_outputs(args: argparse.Namespace, path: Path, mesh: bool) -> None:
+    """--out, --png and --split-dir of one shape, before any model work."""
+    from patchalign3d.output_paths import check_output_file, check_output_folder
+    from patchalign3d.outputs import PART_FILE_SUFFIXES, SCENE_SUFFIXES
+
+    if args.out:
+        suffix = Path(args.out).suffix.lower()
+        if not mesh and suffix in SCENE_SUFFIXES:
+            raise UsageError(f"--out {args.out}: {suffix} holds meshes and {path.name} is a point cloud; use .ply or .npz")
+        check_output_file(args.out, "--out", (".glb", ".gltf", ".obj", ".ply", ".npz") if mesh else (".ply", ".npz"))
+    if args.png:
+        check_output_file(args.png, "--png", (".png",))
+    if args.split_dir:
+        if not mesh:
+            raise UsageError(f"--split-dir needs a mesh; {path.name} is a point cloud")
+        check_output_folder(args.split_dir, "--split-dir", PART_FILE_SUFFIXES + (".npz",))
 
 
 def _segment_one(args: argparse.Namespace) -> int:
     import patchalign3d as pa
     from patchalign3d.data.io import load_mesh_pieces
-    from patchalign3d.outputs import check_output_path
 
     path = _resolve_shape(args.shapes[0])
-    names = [n.strip() for n in args.parts.split(",")]
+    names = _part_names(args)
     pieces = load_mesh_pieces(path)  # checks the file before the model loads; [] for point clouds
-    if args.out:
-        check_output_path(args.out, mesh=bool(pieces))
+    _check_one_shape_outputs(args, path, mesh=bool(pieces))
     model, text = _model_and_text(args)
     opts = dict(model=model, text=text, normalize=not args.no_normalize, up_axis=args.up_axis, assign=args.assign,
                 device=args.device, dtype=args.dtype)
@@ -115,8 +148,6 @@ def _segment_one(args: argparse.Namespace) -> int:
         out = seg.save(args.out, colors=args.colors) if pieces else seg.save(args.out)
         print(f"wrote {out}" + (f" and {out.with_suffix('.json')}" if out.suffix.lower() in (".glb", ".gltf", ".obj") else ""))
     if args.split_dir:
-        if not pieces:
-            raise ValueError(f"--split-dir needs a mesh; {path} is a point cloud")
         files = seg.save_parts(args.split_dir, suffix=args.split_format, colors=args.colors)
         print(f"wrote {len(files)} part files to {args.split_dir}")
     if args.png:
@@ -125,20 +156,33 @@ def _segment_one(args: argparse.Namespace) -> int:
 
 
 def _segment_many(args: argparse.Namespace) -> int:
-    from patchalign3d.batch import segment_files
+    from patchalign3d.batch import check_formats, find_shapes, segment_files
+    from patchalign3d.output_paths import check_output_folder
     from patchalign3d.outputs import PART_FILE_SUFFIXES
 
-    if not args.out:
-        raise ValueError("several shapes need --out OUTDIR (a folder for the outputs and report.json)")
-    if Path(args.out).suffix.lower() in PART_FILE_SUFFIXES + (".npz",) and not Path(args.out).is_dir():
-        raise ValueError(f"several shapes need --out to be a folder, got the file name {args.out}")
+    names = _part_names(args)
     if args.png:
-        raise ValueError("with several shapes, ask for pictures with --formats auto,png instead of --png")
-    model, text = _model_and_text(args)
+        raise UsageError("with several shapes, ask for pictures with --formats auto,png instead of --png")
+    if not args.out:
+        raise UsageError("several shapes need --out OUTDIR (a folder for the outputs and report.json)")
+    try:
+        formats = check_formats(args.formats.split(","))
+    except ValueError as err:
+        raise UsageError(f"--formats {args.formats}: {err}") from None
     sources = [str(_resolve_shape(s)) if s.startswith("example:") else s for s in args.shapes]
+    found, problems = find_shapes(sources, exclude=Path(args.out))
+    if not found:
+        raise FileNotFoundError("no shapes to segment: " + "; ".join(f"{p['path']}: {p['reason']}" for p in problems))
+    check_output_folder(args.out, "--out")
+    if Path(args.out).suffix.lower() in PART_FILE_SUFFIXES + (".npz",) and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file name, but a folder or several shapes write one output per shape: "
+                         f"give a folder, e.g. --out {Path(args.out).with_suffix('')}/")
+    if args.split_dir:
+        check_output_folder(args.split_dir, "--split-dir", PART_FILE_SUFFIXES + (".npz",))
+    model, text = _model_and_text(args)
     report = segment_files(
-        sources, [n.strip() for n in args.parts.split(",")], args.out, model=model, text=text,
-        formats=args.formats.split(","), colors=args.colors, split_dir=args.split_dir,
+        sources, names, args.out, model=model, text=text,
+        formats=formats, colors=args.colors, split_dir=args.split_dir,
         split_format=f".{args.split_format}", num_points=args.num_points, batch_size=args.batch_size,
         progress=not args.no_progress, normalize=not args.no_normalize, up_axis=args.up_axis, assign=args.assign,
         max_points=args.max_points or None, device=args.device, dtype=args.dtype,
@@ -147,19 +191,27 @@ def _segment_many(args: argparse.Namespace) -> int:
     for failure in report.failed:
         print(f"  FAILED {failure['path']}: {failure['reason']}", file=sys.stderr)
     print(f"report: {report.report_path}")
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_FAILURE
 
 
 def export_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="patchalign3d export", description="Write a stage-2 checkpoint in the released format.")
+    p = argparse.ArgumentParser(prog="patchalign3d export", description="Write a stage-2 checkpoint in the released "
+                                "format.", epilog=EXIT_STATUS_HELP.capitalize() + ".")
     p.add_argument("checkpoint", help="a stage-2 Lightning .ckpt (or any source load_model reads)")
     p.add_argument("out", help="output .pt (keys exactly model/proj/temp)")
-    p.add_argument("--trust-pickle", action="store_true")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a PyTorch checkpoint that needs full unpickling (only for files you trust)")
     args = p.parse_args(argv)
-    from patchalign3d.model.checkpoint import export_checkpoint
 
-    print(f"wrote {export_checkpoint(args.checkpoint, args.out, trust_pickle=args.trust_pickle)}")
-    return 0
+    def export() -> int:
+        from patchalign3d.model.checkpoint import export_checkpoint
+        from patchalign3d.output_paths import check_output_file
+
+        check_output_file(args.out, "output", (".pt", ".pth"), example="patchalign3d")
+        print(f"wrote {export_checkpoint(args.checkpoint, args.out, trust_pickle=args.trust_pickle)}")
+        return 0
+
+    return run_command("patchalign3d export", export)
 
 
 def _lightning(argv: Sequence[str]) -> int:
@@ -178,7 +230,8 @@ def _usage() -> str:
         "  keypoints find named keypoints on a shape (zero-shot, few-shot or lifted from rendered views)\n"
         "  demo      the embedded default, end to end on a CPU\n"
         "  app       a web app (Gradio, extra [app]): upload a shape, name its parts, see and download them\n"
-        "  fit|validate|test|predict   training (LightningCLI), e.g. patchalign3d fit -c configs/stage1.yaml\n"
+        "  fit|validate|test|predict   training (LightningCLI), e.g. patchalign3d fit -c configs/stage1.yaml\n\n"
+        f"Every subcommand's {EXIT_STATUS_HELP}; `patchalign3d COMMAND --help` for its options.\n"
     )
 
 

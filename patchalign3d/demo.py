@@ -11,7 +11,7 @@ validation split of the training categories only (the held-out categories are no
 what every choice of the demo's recipe was made on.
 
 Each step runs the same code as the real thing (``data_engine.precompute``, the LightningCLI with the
-``configs/demo/`` settings, ``patchalign3d.evaluation.evaluate``); the demo only chooses sizes and paths and
+``patchalign3d/configs/demo/`` settings, ``patchalign3d.evaluation.evaluate``); the demo only chooses sizes and paths and
 writes the configs it used next to the results. Nothing is downloaded: the real DINOv2 teacher and OpenCLIP
 text tower are used when their weights are already cached, otherwise a randomly initialised teacher and
 the offline MiniLM text encoder, and the summary says which.
@@ -29,16 +29,21 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
+from patchalign3d.command_line import EXIT_STATUS_HELP, run_command
+from patchalign3d.output_paths import check_output_folder
+
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
     from data_engine.config import DataEngineConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TEACHER = "vit_small_patch14_dinov2.lvd142m"
 OPENCLIP_REPO = "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"
 #: Targets of the demo: mIoU on unseen shapes of training categories, held-out categories' mIoU as a multiple
@@ -74,20 +79,27 @@ FULL = DemoSize(train_per_category=32, val_per_category=4, test_per_category=8, 
 # Small enough that the tests run it twice (determinism); its figures mean nothing.
 QUICK = DemoSize(train_per_category=4, val_per_category=1, test_per_category=1, heldout_per_category=2,
                  stage1_epochs=2, stage2_epochs=3, num_pictures=1)
+#: Wall minutes of a whole run on a 2-core CPU, for --help, the summary and the README (how and when measured:
+#: BENCHMARKS.md, "The demo").
+FULL_MINUTES = 8
+QUICK_MINUTES = 2
+#: Printed and written wherever a quick run's figures appear.
+SMOKE_RUN_NOTE = (f"SMOKE RUN (--quick): too few shapes and epochs to learn anything, so these figures only show that "
+                  f"every step runs. `patchalign3d demo --out demo_out` (about {FULL_MINUTES} minutes on 2 cores) "
+                  "gives figures that mean something.")
 
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def _configs_dir() -> Path:
-    configs = REPO_ROOT / "configs"
-    if not (configs / "demo" / "stage1.yaml").is_file():
-        raise FileNotFoundError(
-            f"the demo reads its settings from configs/demo/ of a source checkout; not found under {configs}. "
-            "Run it from a clone of the repository (pip install -e .)."
-        )
-    return configs
+def demo_config(name: str) -> Traversable:
+    """A config the demo ships inside the package (``"demo/stage1.yaml"``, ``"data/demo.yaml"``), read through
+    ``importlib.resources`` so that an installed wheel has it as a source checkout does."""
+    config = resources.files("patchalign3d").joinpath("configs", *name.split("/"))
+    if not config.is_file():
+        raise FileNotFoundError(f"the demo's config {name} is missing from the installed package; reinstall patchalign3d")
+    return config
 
 
 def _cached(repo_id: str, filenames: Sequence[str]) -> bool:
@@ -115,7 +127,7 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["stage2.model.init_args.trainable=paper", "size.stage2_epochs=40"]`` -> ``{section: {key: value}}``.
 
     Sections: ``size`` (a :class:`DemoSize` field), ``data`` (a data-engine setting, dotted), ``stage1`` and
-    ``stage2`` (a dotted path into ``configs/demo/stage<N>.yaml``). Values are read as YAML (``40``, ``true``,
+    ``stage2`` (a dotted path into ``patchalign3d/configs/demo/stage<N>.yaml``). Values are read as YAML (``40``, ``true``,
     ``[a, b]``).
     """
     settings: dict[str, dict[str, Any]] = {"size": {}, "data": {}, "stage1": {}, "stage2": {}}
@@ -140,7 +152,8 @@ def _check_data_settings(overrides: dict[str, str]) -> None:
     from data_engine.config import load_config
 
     try:
-        load_config(_configs_dir() / "data" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
+        with resources.as_file(demo_config("data/demo.yaml")) as path:
+            load_config(path, [f"{k}={v}" for k, v in overrides.items()])
     except OmegaConfBaseException as err:
         raise ValueError(f"--set data.{getattr(err, 'full_key', '')}: {str(err).splitlines()[0]}") from None
 
@@ -204,10 +217,11 @@ def generate_shapes(out: Path, size: DemoSize, seed: int, tune: bool = False) ->
 
 
 def data_config(out: Path, teacher: dict[str, Any], overrides: dict[str, str]) -> DataEngineConfig:
-    """``configs/data/demo.yaml`` with this run's folders, splits, teacher and ``data.*`` overrides."""
+    """``patchalign3d/configs/data/demo.yaml`` with this run's folders, splits, teacher and ``data.*`` overrides."""
     from data_engine.pipeline import load_config
 
-    config = load_config(_configs_dir() / "data" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    with resources.as_file(demo_config("data/demo.yaml")) as path:
+        config = load_config(path, [f"{k}={v}" for k, v in overrides.items()])
     config.input.paths = [str(out / "shapes" / "trainval")]
     config.input.uid = "stem"
     config.input.category_level = 0
@@ -232,8 +246,8 @@ def build_store(out: Path, config: DataEngineConfig) -> tuple[Path, dict]:
 
 def _stage_config(name: str, out: Path, store: Path, epochs: int, text: dict[str, Any], init_from: Path | None,
                   seed: int, overrides: dict[str, Any]) -> Path:
-    """``configs/demo/<name>.yaml`` with this run's paths, epochs, seed, text encoder and overrides filled in."""
-    cfg = yaml.safe_load((_configs_dir() / "demo" / f"{name}.yaml").read_text())
+    """``patchalign3d/configs/demo/<name>.yaml`` with this run's paths, epochs, seed, text encoder and overrides filled in."""
+    cfg = yaml.safe_load(demo_config(f"demo/{name}.yaml").read_text())
     root = out / name
     cfg["seed_everything"] = seed
     cfg["trainer"]["default_root_dir"] = str(root)
@@ -342,6 +356,7 @@ def write_summary(out: Path, results: dict[str, Any]) -> Path:
              f"Seed {results['seed']}{' (quick)' if results['quick'] else ''}. Teacher: `{results['teacher']['name']}` "
              f"({'pretrained' if results['teacher']['pretrained'] else 'RANDOM weights'}); text encoder: "
              f"`{results['text_encoder']['spec']}`; {results['machine']}.", "",
+             *([f"> **{SMOKE_RUN_NOTE}**", ""] if results["quick"] else []),
              "Chance: every point labelled with its own shape's largest part. IoU: the `release` convention, all "
              "2048 points of each shape.", "",
              "| split | what | shapes | model mIoU | chance mIoU | model / chance |", "|---|---|---|---|---|---|"]
@@ -360,8 +375,9 @@ def write_summary(out: Path, results: dict[str, Any]) -> Path:
                          f"{r['ratio']:.2f} | {names} |")
         if split == "test_unseen":
             h = results["heldout"]
+            target = "smoke run: no target" if results["quick"] else f"target >= {TARGET_HELDOUT_RATIO:.0f}"
             lines += ["", f"Mean over the held-out categories: model {h['model_miou']:.1f}, chance {h['chance_miou']:.1f}, "
-                          f"ratio **{h['ratio']:.2f}** (target >= {TARGET_HELDOUT_RATIO:.0f})."]
+                          f"ratio **{h['ratio']:.2f}** ({target})."]
         for cat, r in splits[split]["categories"].items():
             lines += ["", f"{cat}: best and worst shape (prediction beside ground truth)", ""]
             lines += [f"![{cat} {Path(p).stem}]({p})" for p in r["pictures"]]
@@ -371,7 +387,10 @@ def write_summary(out: Path, results: dict[str, Any]) -> Path:
         cat = row["category"]
         lines.append(f"- {cat}: {row['miou']:.1f} / {r['chance']['per_category'].get(cat, float('nan')):.1f}")
     lines += ["", "Wall time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()), ""]
-    lines += ["Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in results["targets"].items()) + "."]
+    if results["quick"]:
+        lines += ["Targets: a smoke run is not scored against the full demo's targets."]
+    else:
+        lines += ["Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in results["targets"].items()) + "."]
     path = out / "results.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -393,7 +412,7 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
 
     Args:
         out: output folder (a rerun with the same settings reuses its shapes and store records).
-        quick: the small version (minutes, figures not meaningful).
+        quick: the smoke run (:data:`SMOKE_RUN_NOTE`: every step on little data, figures not meaningful).
         seed: seeds the shapes, the data engine, the loaders and training.
         tune: generate and score only the training categories' validation split (for choosing settings).
         settings: overrides from :func:`parse_settings`.
@@ -468,11 +487,14 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
         with table.open("a") as f:
             f.write("\n".join(demo_report_lines(keypoints)) + "\n")
     _say(f"done in {total / 60:.1f} min")
+    if quick:
+        _say(SMOKE_RUN_NOTE)
     for split, r in splits.items():
         m, c = r["model"], r["chance"]
         _say(f"{split:>11}: mIoU {m['miou']:.1f} (chance {c['miou']:.1f}), cIoU {m['ciou']:.1f} (chance {c['ciou']:.1f})")
     if heldout is not None:
-        _say(f"held-out categories: mIoU {heldout['model_miou']:.1f} = {heldout['ratio']:.2f} x chance")
+        _say(f"held-out categories: mIoU {heldout['model_miou']:.1f} = {heldout['ratio']:.2f} x chance"
+             + (" (smoke run: meaningless)" if quick else ""))
     if keypoints is not None:
         print("\n".join(demo_report_lines(keypoints)[1:]), flush=True)
     _say(f"metrics: {out / 'metrics.json'}; table: {table}; pictures: {out / 'pictures'}; model: {exported}")
@@ -481,9 +503,13 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="patchalign3d demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"A run takes about {FULL_MINUTES} minutes on a 2-core CPU (--quick: about "
+                                       f"{QUICK_MINUTES}). {EXIT_STATUS_HELP.capitalize()}.")
     p.add_argument("--out", default="demo_out", help="output folder; a rerun reuses its generated shapes and store records")
-    p.add_argument("--quick", action="store_true", help="a few minutes instead of about fifteen (smaller data, fewer epochs)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke run: about {QUICK_MINUTES} minutes instead of about {FULL_MINUTES} on 2 cores; every step "
+                        "runs on little data, so its figures mean nothing")
     p.add_argument("--seed", type=int, default=0, help="seeds shapes, data engine, loaders and training (default 0)")
     p.add_argument("--tune", action="store_true",
                    help="make and score only the validation split of the training categories (for choosing settings)")
@@ -500,5 +526,10 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     # The demo only uses weights already on disk; offline mode makes the hub libraries say so at once instead
     # of trying the network (it must be set before huggingface_hub is imported, which happens below).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return run_command("patchalign3d demo", lambda: _run(args, settings))
+
+
+def _run(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> int:
+    check_output_folder(args.out, "--out")
     run_demo(args.out, quick=args.quick, seed=args.seed, tune=args.tune, settings=settings)
     return 0

@@ -9,3 +9,7 @@ class CheckpointError(ValueError):
 
 class WeightsUnavailableError(OSError):
     """Pretrained weights are neither cached locally nor downloadable (offline, or no such file)."""
+
+
+class UsageError(ValueError):
+    """A command line that is wrong in form: a missing, conflicting or malformed argument (exit status 2)."""

@@ -11,6 +11,9 @@ import yaml
 
 from patchalign3d.demo import (
     FULL,
+    FULL_MINUTES,
+    QUICK_MINUTES,
+    SMOKE_RUN_NOTE,
     SPLITS,
     _reset_if_changed,
     _stage_config,
@@ -50,7 +53,11 @@ def test_quick_demo_end_to_end_and_deterministic(tmp_path, capsys):
         metrics["heldout"]["model_miou"] / metrics["heldout"]["chance_miou"])
     assert metrics["store"]["written"]["train"] > 0 and metrics["store"]["failed"] == 0
     assert metrics["teacher"]["pretrained"] is False  # nothing is cached in CI: announced, recorded
-    assert "RANDOMLY INITIALISED" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "RANDOMLY INITIALISED" in printed
+    # a smoke run says so where its figures appear, naming the command whose figures mean something
+    assert SMOKE_RUN_NOTE in printed and "x chance (smoke run: meaningless)" in printed
+    assert "`patchalign3d demo --out demo_out`" in SMOKE_RUN_NOTE
 
     # the exported model has exactly the released layout and segments a shape
     blob = torch.load(first / "patchalign3d_demo.pt", weights_only=True)
@@ -66,6 +73,7 @@ def test_quick_demo_end_to_end_and_deterministic(tmp_path, capsys):
         for p in pictures:
             assert (first / p).is_file() and f"]({p})" in results
     assert "| test_hard |" in results and "Mean over the held-out categories" in results
+    assert SMOKE_RUN_NOTE in results and "target >=" not in results and "NOT met" not in results
     keypoints = metrics["keypoints"]  # zero-shot, few-shot and chance keypoint IoU on seen and held-out shapes
     for split in ("test_seen", "test_unseen"):
         assert set(keypoints[split]["iou"]) == {"zero_shot", "few_shot", "chance"}
@@ -78,6 +86,15 @@ def test_quick_demo_end_to_end_and_deterministic(tmp_path, capsys):
     assert "keypoint IoU@0.10 test_unseen few_shot" in table and "keypoint IoU@0.10 test_seen few_shot" not in table
     for name in ("data.yaml", "stage1.yaml", "stage2.yaml"):
         assert (first / "configs" / name).is_file()
+
+
+def test_help_and_readme_agree_on_the_demo_times(capsys):
+    with pytest.raises(SystemExit):
+        demo_main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"about {QUICK_MINUTES} minutes instead of about {FULL_MINUTES}" in help_text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"The demo takes about {FULL_MINUTES} minutes on a 2-core CPU (`--quick`, a smoke run: about {QUICK_MINUTES})" in readme
 
 
 def test_settings_parse_and_reject_bad_keys():

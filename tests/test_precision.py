@@ -80,7 +80,7 @@ def test_demo_configs_resolve_precision_auto():
     from patchalign3d.lit.cli import cli_main
     from patchalign3d.precision import training_precision
 
-    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    demo = Path(__file__).resolve().parents[1] / "patchalign3d" / "configs" / "demo"
     for args in (
         ["-c", str(demo / "stage1.yaml")],
         ["-c", str(demo / "stage2.yaml"), "--model.init_args.init_from", "null"],

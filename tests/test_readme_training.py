@@ -17,11 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_training_commands() -> str:
-    """The bash block of the README's "Training" section that trains with ``configs/demo/``."""
+    """The bash block of the README's "Training" section that trains with ``patchalign3d/configs/demo/``."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("\n## Training\n") : text.index("\n## Data engine\n")]
-    blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "configs/demo/stage1.yaml" in b]
-    assert len(blocks) == 1, "the README's Training section should hold one CPU block using configs/demo/"
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "patchalign3d/configs/demo/stage1.yaml" in b]
+    assert len(blocks) == 1, "the README's Training section should hold one CPU block using patchalign3d/configs/demo/"
     return blocks[0]
 
 
@@ -47,8 +47,9 @@ def test_readme_cpu_training_block_hangs_together():
 @pytest.mark.slow  # about 1.5 minutes on 2 cores: five programs start, a store is built, both stages train
 def test_readme_cpu_training_path_runs_verbatim(tmp_path):
     commands = cpu_training_commands()
-    assert "lightning fit -c configs/demo/stage2.yaml" in commands
-    shutil.copytree(REPO / "configs", tmp_path / "configs")  # what a clone has; outputs/ is created by the commands
+    assert "lightning fit -c patchalign3d/configs/demo/stage2.yaml" in commands
+    # what a clone has; outputs/ is created by the commands
+    shutil.copytree(REPO / "patchalign3d" / "configs", tmp_path / "patchalign3d" / "configs")
     env = {k: v for k, v in os.environ.items() if k != "PATCHALIGN3D_STORE"}
     env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=tmp_path, env=env, capture_output=True,
@@ -70,10 +71,11 @@ def test_readme_cpu_training_path_runs_verbatim(tmp_path):
 
 
 def test_stage_configs_read_the_store_their_data_config_writes():
-    pairs = {"data/objaverse.yaml": ["stage1.yaml", "stage2.yaml"], "data/demo.yaml": ["demo/stage1.yaml",
-                                                                                         "demo/stage2.yaml"]}
+    demo = "patchalign3d/configs"
+    pairs = {"configs/data/objaverse.yaml": ["configs/stage1.yaml", "configs/stage2.yaml"],
+             f"{demo}/data/demo.yaml": [f"{demo}/demo/stage1.yaml", f"{demo}/demo/stage2.yaml"]}
     for data_config, stage_configs in pairs.items():
-        output = yaml.safe_load((REPO / "configs" / data_config).read_text())["output"]
+        output = yaml.safe_load((REPO / data_config).read_text())["output"]
         for name in stage_configs:
-            store = yaml.safe_load((REPO / "configs" / name).read_text())["data"]["init_args"]["store"]
+            store = yaml.safe_load((REPO / name).read_text())["data"]["init_args"]["store"]
             assert store == f"${{oc.env:PATCHALIGN3D_STORE,{output}}}", (name, store, data_config, output)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from patchalign3d.app.segmenter import AppLimits, AppSegmenter
+from patchalign3d.command_line import EXIT_FAILURE, EXIT_STATUS_HELP, error_message, run_command
+from patchalign3d.errors import WeightsUnavailableError
 
 RANDOM_MODEL_NOTE = ("Demo mode: a tiny model with RANDOM weights (--random-model). The parts it shows are "
                      "meaningless; start the app with --checkpoint for real results.")
@@ -15,7 +17,8 @@ RANDOM_MODEL_NOTE = ("Demo mode: a tiny model with RANDOM weights (--random-mode
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="patchalign3d app", description="A web app (Gradio): upload a shape, name its parts, "
-                                "see and download them. API endpoint 'segment' for gradio_client.")
+                                "see and download them. API endpoint 'segment' for gradio_client.",
+                                epilog=EXIT_STATUS_HELP.capitalize() + ".")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--checkpoint", default=None,
@@ -29,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-points", type=int, default=AppLimits.max_points, help="largest point cloud accepted")
     p.add_argument("--max-faces", type=int, default=AppLimits.max_faces, help="largest mesh accepted")
     p.add_argument("--device", default=None)
-    p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that need full unpickling")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a PyTorch checkpoint that needs full unpickling (only for files you trust)")
     return p
 
 
@@ -61,23 +65,21 @@ def build_segmenter(args: argparse.Namespace) -> AppSegmenter:
 def app_main(argv: Sequence[str]) -> int:
     """Entry point of ``patchalign3d app``; returns when the server stops."""
     args = _parser().parse_args(argv)
+    return run_command("patchalign3d app", lambda: _serve(args))
+
+
+def _serve(args: argparse.Namespace) -> int:
     try:
         import gradio  # noqa: F401
     except ImportError:
         print("patchalign3d app: error: the app needs Gradio: pip install 'patchalign3d[app]'", file=sys.stderr)
-        return 2
-    import patchalign3d as pa
-
+        return EXIT_FAILURE
     try:
         segmenter = build_segmenter(args)
-    except pa.WeightsUnavailableError as err:
-        print(f"patchalign3d app: error: no model weights. {err}\nStart the app with --checkpoint PATH (a released "
-              ".pt, a Lightning .ckpt or a save_pretrained folder), or with --random-model to try it with "
-              "meaningless results.", file=sys.stderr)
-        return 2
-    except (OSError, ValueError, KeyError) as err:
-        print(f"patchalign3d app: error: {err}", file=sys.stderr)
-        return 2
+    except WeightsUnavailableError as err:
+        print(f"patchalign3d app: error: no model weights. {error_message(err)} Or start it with --random-model to "
+              "try the page (meaningless parts).", file=sys.stderr)
+        return EXIT_FAILURE
     from patchalign3d.app.ui import build_app, launch
 
     print(f"patchalign3d app on http://{args.host}:{args.port}" + (f"  ({segmenter.note})" if segmenter.note else ""))

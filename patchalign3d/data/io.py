@@ -25,6 +25,9 @@ class ShapeFileError(ValueError):
 
 
 def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give one shape file (`patchalign3d segment FOLDER --out OUTDIR` "
+                                "and segment_files() take folders)")
     if not path.is_file():
         raise FileNotFoundError(f"no such shape file: {path}")
     if path.stat().st_size == 0:

@@ -8,10 +8,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from patchalign3d.command_line import EXIT_FAILURE, EXIT_STATUS_HELP, EXIT_USAGE, USER_ERRORS, error_message
 from patchalign3d.data import DATASETS
-from patchalign3d.errors import WeightsUnavailableError
+from patchalign3d.errors import UsageError, WeightsUnavailableError
 from patchalign3d.evaluation.metrics import CONVENTIONS
 from patchalign3d.evaluation.protocols import (
     CIOU_RULES,
@@ -23,6 +24,7 @@ from patchalign3d.evaluation.protocols import (
 )
 from patchalign3d.evaluation.runner import evaluate
 from patchalign3d.model.patchalign3d import ASSIGN_MODES
+from patchalign3d.output_paths import check_output_file, check_output_folder
 from patchalign3d.precision import DTYPE_NAMES
 from patchalign3d.text import TEMPLATE_SETS, TextBank
 
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Evaluate a checkpoint on a part-segmentation benchmark under a stated protocol.",
         epilog="Precedence: the benchmark's protocol under the preset (--protocol, default paper) < the config "
         "file (-c) < flags. Find3D's files (--protocol find3d, --rotation find3d, --subset find3d, --prompts "
-        "find3d-topk) are read from --protocol-dir or $PATCHALIGN3D_FIND3D_DIR.",
+        "find3d-topk) are read from --protocol-dir or $PATCHALIGN3D_FIND3D_DIR. " + EXIT_STATUS_HELP.capitalize() + ".",
     )
     p.add_argument("benchmark", choices=sorted(DATASETS), help="which benchmark")
     p.add_argument("--root", default=S, help="the benchmark's folder")
@@ -264,6 +266,20 @@ def _weights_advice(error: Exception, checkpoint: Any) -> str:
     return f"--checkpoint {checkpoint}: {error}"
 
 
+def _usage_exit(message: str) -> NoReturn:
+    print(f"patchalign3d evaluate: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _check_outputs(run: dict[str, Any]) -> None:
+    """The report paths, before the model loads."""
+    for key, flag, suffix in (("json_path", "--json", ".json"), ("markdown_path", "--markdown", ".md")):
+        if run.get(key):
+            check_output_file(run[key], flag, (suffix,))
+    if run.get("png_dir"):
+        check_output_folder(run["png_dir"], "--png-dir")
+
+
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``patchalign3d evaluate BENCHMARK ...``; returns the exit status."""
     args = vars(_parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
@@ -274,7 +290,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"patchalign3d evaluate: {e}") from None
     args.pop("config", None)
     if cfg.get("benchmark") and str(cfg["benchmark"]).lower() != benchmark:
-        raise SystemExit(f"patchalign3d evaluate: the config is for {cfg['benchmark']!r}, not {benchmark!r}")
+        _usage_exit(f"the config is for {cfg['benchmark']!r}, not {benchmark!r}")
 
     cfg_proto = cfg.get("protocol") or {}
     preset = args.get("preset", cfg_proto.get("preset", "paper"))
@@ -283,7 +299,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         proto.update({k: v for k, v in args.items() if k in _PROTOCOL_FIELDS})
         protocol = Protocol.from_dict(proto)
     except (TypeError, ValueError) as e:
-        raise SystemExit(f"patchalign3d evaluate: bad protocol: {e}") from None
+        _usage_exit(f"bad protocol: {e}")
 
     opts = dict(cfg.get("dataset") or {})
     for key in ("split", "limit"):
@@ -297,21 +313,20 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     for item in args.get("dataset_option", []):
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"patchalign3d evaluate: --dataset-option wants KEY=VALUE, got {item!r}")
+            _usage_exit(f"--dataset-option wants KEY=VALUE, got {item!r}")
         opts[key.strip()] = _parse_value(value)
     if "background" in args:
         if benchmark != "scanobjectnn":
-            raise SystemExit(f"patchalign3d evaluate: --background is a scanobjectnn option, not one of {benchmark}")
+            _usage_exit(f"--background is a scanobjectnn option, not one of {benchmark}")
         opts["background"] = args["background"]
     root = args.get("root", cfg.get("root"))
     if root is None:
-        raise SystemExit(
-            "patchalign3d evaluate: give the benchmark folder with --root (or 'root:' in the config)"
-        )
+        _usage_exit("give the benchmark folder with --root (or 'root:' in the config)")
 
     run = {k: args.get(k, cfg.get(k)) for k in _RUN_KEYS if k in args or k in cfg}
     checkpoint = args.get("checkpoint", cfg.get("checkpoint"))
     try:
+        _check_outputs(run)
         bank_path = args.get("text_bank", cfg.get("text_bank"))
         text = TextBank.load(bank_path) if bank_path else args.get("text_encoder", cfg.get("text_encoder"))
         report = evaluate(
@@ -328,14 +343,14 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("PATCHALIGN3D_DEBUG"):
             raise
         print(f"patchalign3d evaluate: error: {_weights_advice(e, checkpoint)}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError, KeyError) as e:
+        return EXIT_FAILURE
+    except USER_ERRORS as e:
         # user-facing failures (missing or malformed files, weights not available offline, prompts missing
         # from a text bank) as one line; PATCHALIGN3D_DEBUG=1 shows the traceback
         if os.environ.get("PATCHALIGN3D_DEBUG"):
             raise
-        print(f"patchalign3d evaluate: error: {e}", file=sys.stderr)
-        return 1
+        print(f"patchalign3d evaluate: error: {error_message(e)}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_FAILURE
     print(report["markdown"])
     m = report["metric"]
     figures = f"mIoU {m['miou']} cIoU {m['ciou']} PartSLIP mIoU {m['partslip_miou']}"

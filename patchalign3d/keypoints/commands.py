@@ -2,31 +2,21 @@
 
 Argument parsing and reporting only; the work is in :mod:`patchalign3d.keypoints`. Ordinary mistakes (missing
 files, bad names, malformed annotations or predictions, weights not available offline) end with one line on
-stderr and exit status 1; ``PATCHALIGN3D_DEBUG=1`` shows the traceback instead.
+stderr and the exit status of :mod:`patchalign3d.command_line` (1 failed, 2 usage error);
+``PATCHALIGN3D_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-USER_ERRORS = (OSError, ValueError, KeyError)
-
-
-def _run(prog: str, fn: Callable[[], int]) -> int:
-    try:
-        return fn()
-    except USER_ERRORS as err:
-        if os.environ.get("PATCHALIGN3D_DEBUG"):
-            raise
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"{prog}: error: {msg}", file=sys.stderr)
-        return 1
+from patchalign3d.command_line import EXIT_STATUS_HELP, parse_names, run_command
+from patchalign3d.errors import UsageError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -51,6 +41,7 @@ def _keypoints_parser() -> argparse.ArgumentParser:
         prog="patchalign3d keypoints",
         description="Find named keypoints on a shape: zero-shot from the patch features and the names' text, "
                     "few-shot from annotated examples, or by lifting a 2D pointer's answers on rendered views.",
+        epilog=EXIT_STATUS_HELP.capitalize() + ".",
     )
     p.add_argument("shape", help="a shape file (.ply .obj .glb .off .pcd .npz .txt) or 'example:NAME'")
     p.add_argument("--names", required=True, help='comma-separated keypoint names, e.g. "leg end,seat corner"')
@@ -129,12 +120,19 @@ def _as_annotation(value: Any):
 
 def _keypoints(args: argparse.Namespace) -> int:
     from patchalign3d.keypoints import FeaturePointer, KeypointPrototypes, MolmoPointer, detect_keypoints
-    from patchalign3d.text import validate_part_names
+    from patchalign3d.output_paths import check_output_file
 
-    names = validate_part_names([n.strip() for n in args.names.split(",")])
+    names = parse_names(args.names, "--names")
     path = _resolve_shape(args.shape)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; keypoints takes one shape file")
     if not path.is_file():
         raise FileNotFoundError(f"no such shape file: {path}")
+    if args.mode == "few_shot" and not (args.prototypes or args.support):
+        raise UsageError("--mode few_shot needs annotated examples: --support FILE (repeat) or --prototypes FILE")
+    for flag, out, suffix in (("--json", args.json, ".json"), ("--png", args.png, ".png")):
+        if out:
+            check_output_file(out, flag, (suffix,))
     model, text = _model_and_text(args)
     opts: dict[str, Any] = dict(model=model, text=text, num_points=args.num_points)
     if args.mode == "zero_shot":
@@ -179,7 +177,7 @@ def _keypoints(args: argparse.Namespace) -> int:
 def keypoints_main(argv: Sequence[str] | None = None) -> int:
     """``patchalign3d keypoints SHAPE --names ...``; returns the exit status."""
     args = _keypoints_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return _run("patchalign3d keypoints", lambda: _keypoints(args))
+    return run_command("patchalign3d keypoints", lambda: _keypoints(args))
 
 
 # -- patchalign3d evaluate keypointnet -------------------------------------------------------------------------
@@ -188,6 +186,7 @@ def _keypointnet_parser() -> argparse.ArgumentParser:
         prog="patchalign3d evaluate keypointnet",
         description="KeypointNet keypoints (ZeroKey / UKPGAN protocol): IoU at geodesic thresholds 0.00 ... 0.10, "
                     "as the KeypointNet benchmark code defines it, for this package's detectors or a predictions file.",
+        epilog=EXIT_STATUS_HELP.capitalize() + ".",
     )
     p.add_argument("--root", required=True, help="the KeypointNet folder (annotations/, pcds/, splits/)")
     p.add_argument("--categories", default="airplane,chair,table")
@@ -230,4 +229,4 @@ def _keypointnet(args: argparse.Namespace) -> int:
 def keypointnet_main(argv: Sequence[str] | None = None) -> int:
     """``patchalign3d evaluate keypointnet --root R ...``; returns the exit status."""
     args = _keypointnet_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return _run("patchalign3d evaluate keypointnet", lambda: _keypointnet(args))
+    return run_command("patchalign3d evaluate keypointnet", lambda: _keypointnet(args))

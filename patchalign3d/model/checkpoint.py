@@ -24,6 +24,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from patchalign3d.errors import CheckpointError, WeightsUnavailableError
+from patchalign3d.file_kind import check_checkpoint_file
 from patchalign3d.model.config import (
     CONFIG_NAME,
     PatchAlign3DConfig,
@@ -44,6 +45,7 @@ def safe_load(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    check_checkpoint_file(path)  # a file that is no checkpoint never reaches the unpickler
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

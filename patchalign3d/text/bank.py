@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from patchalign3d.file_kind import sniff_file_kind
+
 from .interface import TextEncoder
 from .registry import UnknownTextEncoderError, get_text_encoder, spec_from_meta
 
@@ -404,8 +406,13 @@ class TextBank:
             ValueError: the file is not a valid bank (the message says what is wrong).
         """
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder; a text bank is the one .pt file that TextBank.save writes")
         if not path.is_file():
             raise FileNotFoundError(f"text bank file not found: {path}")
+        kind = sniff_file_kind(path)  # a file of another kind never reaches the unpickler
+        if not kind.is_torch:
+            raise ValueError(f"{path} is not a text bank: it is {kind.what}; give the .pt file that TextBank.save wrote")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:

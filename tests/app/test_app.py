@@ -62,9 +62,10 @@ def test_no_weights_offline_is_a_clear_message(monkeypatch, capsys):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", "/nonexistent-hub-cache")
-    assert app_main([]) == 2
+    assert app_main([]) == 1  # a failure, not a usage error
     err = capsys.readouterr().err
-    assert "no model weights" in err and "--checkpoint" in err and "--random-model" in err
+    assert "no model weights" in err and "--checkpoint PATH" in err and "--random-model" in err
+    assert "load_model()" not in err and err.count("\n") == 1
 
 
 def test_api_endpoint_segment_with_gradio_client(segmenter, tmp_path):

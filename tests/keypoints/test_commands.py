@@ -58,16 +58,16 @@ def test_lift_mode_runs_offline(files, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
-    [
-        (["nowhere.ply", "--names", "leg end"], "no such shape file"),
-        (["example:chair", "--names", "armrest tip"], "not in the text bank"),
-        (["example:chair", "--names", "leg end, "], "blank part names"),
-        (["example:chair", "--names", "leg end", "--mode", "few_shot"], "needs annotated examples"),
+    "args, message, code",
+    [  # exit status: 1 failed, 2 usage error (patchalign3d.command_line)
+        (["nowhere.ply", "--names", "leg end"], "no such shape file", 1),
+        (["example:chair", "--names", "armrest tip"], "not in the text bank", 1),
+        (["example:chair", "--names", "leg end, "], "blank part names", 2),
+        (["example:chair", "--names", "leg end", "--mode", "few_shot"], "needs annotated examples", 2),
     ],
 )
-def test_user_mistakes_are_one_line_errors(files, args, message, capsys):
-    assert main(["keypoints", *args, *files]) == 1
+def test_user_mistakes_are_one_line_errors(files, args, message, code, capsys):
+    assert main(["keypoints", *args, *files]) == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
 

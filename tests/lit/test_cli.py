@@ -52,9 +52,10 @@ def test_fit_both_stages_resume_and_validate(tiny_store, tiny_bank, tmp_path):
     assert 0.0 <= float(cli.trainer.callback_metrics["val/patch_acc"]) <= 1.0
 
 
-@pytest.mark.parametrize("name", ["stage1.yaml", "stage2.yaml", "demo/stage1.yaml", "demo/stage2.yaml"])
+@pytest.mark.parametrize("name", ["configs/stage1.yaml", "configs/stage2.yaml", "patchalign3d/configs/demo/stage1.yaml",
+                                  "patchalign3d/configs/demo/stage2.yaml"])
 def test_shipped_configs_parse(name, tiny_store, tmp_path):
-    cli = cli_main(["-c", str(ROOT / "configs" / name), "--data.store", str(tiny_store), "--model.init_args."
+    cli = cli_main(["-c", str(ROOT / name), "--data.store", str(tiny_store), "--model.init_args."
                     + ("teacher_dim=16" if "stage1" in name else "init_from=null"),
                     "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert cli.model.stage == (1 if "stage1" in name else 2)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
 from nbclient import NotebookClient
 
@@ -13,7 +14,9 @@ from patchalign3d.text import TextBank
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 
 
-def test_quickstart_notebook_executes(tmp_path):
+@pytest.mark.parametrize("offline", [False, True])
+def test_quickstart_notebook_executes(tmp_path, monkeypatch, offline):
+    """With a checkpoint given; and offline with none given, where it names and uses LOCAL_CHECKPOINT."""
     torch.manual_seed(0)
     ckpt = export_released(patchalign3d_tiny(), tmp_path / "tiny.pt")
     names = ["seat", "back", "leg", "armrest", "body", "wing", "tail", "engine"]
@@ -21,12 +24,19 @@ def test_quickstart_notebook_executes(tmp_path):
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    params.source = f"CHECKPOINT = {str(ckpt)!r}\nTEXT_BANK = {str(tmp_path / 'bank.pt')!r}\nOUT = {str(tmp_path / 'out')!r}"
+    assert "LOCAL_CHECKPOINT = " in params.source
+    checkpoint, local = (None, str(ckpt)) if offline else (str(ckpt), str(tmp_path / "absent.pt"))
+    params.source = (f"CHECKPOINT = {checkpoint!r}\nLOCAL_CHECKPOINT = {local!r}\nTEXT_BANK = {str(tmp_path / 'bank.pt')!r}\n"
+                     f"OUT = {str(tmp_path / 'out')!r}")
+    if offline:  # the kernel inherits the environment: offline, with an empty Hugging Face cache
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     assert (tmp_path / "out" / "chair_parts.png").stat().st_size > 1000
     assert (tmp_path / "out" / "airplane_parts.ply").is_file()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "of points" in outputs and "armrest" in outputs
+    assert (f"using the local checkpoint {ckpt}" in outputs) == offline
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 2
