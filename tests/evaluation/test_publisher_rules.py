@@ -287,5 +287,7 @@ def test_cli_scanobjectnn_background_switch(tmp_path, capsys):
         assert choices["background"]["value"] == background and choices["drop_parts"]["value"]["chair"] == ["head"]
         assert any(r["figure"] == "dataset: background" for r in report["rules"])
     assert "PartSLIP mIoU" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="--background is a scanobjectnn option, not one of faust"):
+    with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["faust", "--root", str(tmp_path), "--background", "drop"])
+    assert exit_info.value.code == 2  # a usage error
+    assert "--background is a scanobjectnn option, not one of faust" in capsys.readouterr().err
