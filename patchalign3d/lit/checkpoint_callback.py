@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from .checkpoint_files import PART_SUFFIX, AtomicCheckpointIO
 from .errors import TrainingSetupError
 
-__all__ = ["ResumableCheckpoint", "checkpoint_size_estimate"]
+__all__ = ["ResumableCheckpoint", "checkpoint_size_estimate", "unwritable_folder_problem"]
 
 _MiB = 2**20
 
@@ -42,6 +42,22 @@ def checkpoint_size_estimate(module: torch.nn.Module) -> int:
     state = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     moments = 2 * 4 * sum(p.numel() for p in module.parameters() if p.requires_grad)
     return state + moments + _MiB
+
+
+def unwritable_folder_problem(folder: Path) -> str | None:
+    """Why checkpoints cannot be written to ``folder`` (created if missing), or ``None``; removes the
+    temporary files of writes a kill interrupted."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f".write-test-{os.getpid()}{PART_SUFFIX}", "wb") as probe:
+            probe.write(b"0")
+        os.unlink(probe.name)
+    except OSError as err:
+        return (f"checkpoint folder {folder} is not writable ({err.strerror or err}): choose another with "
+                "--trainer.default_root_dir")
+    for stale in folder.glob(f".*{PART_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+    return None
 
 
 def _validation_batches(trainer: Trainer) -> int | None:
@@ -78,22 +94,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # leave a user's own CheckpointIO alone
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         local = _is_local_file_protocol(self.dirpath)
-        problem = self._unwritable(Path(self.dirpath)) if trainer.is_global_zero and local else None
+        problem = unwritable_folder_problem(Path(self.dirpath)) if trainer.is_global_zero and local else None
         self._raise_on_all_ranks(trainer, problem)
-
-    @staticmethod
-    def _unwritable(folder: Path) -> str | None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / f".write-test-{os.getpid()}{PART_SUFFIX}", "wb") as probe:
-                probe.write(b"0")
-            os.unlink(probe.name)
-        except OSError as err:
-            return (f"checkpoint folder {folder} is not writable ({err.strerror or err}): choose another with "
-                    "--trainer.default_root_dir")
-        for stale in folder.glob(f".*{PART_SUFFIX}"):  # left by a run killed while writing
-            stale.unlink(missing_ok=True)
-        return None
 
     def _occupied_or_full(self, trainer: Trainer, module: LightningModule) -> str | None:
         folder = Path(self.dirpath)

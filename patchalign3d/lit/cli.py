@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 import patchalign3d.lit  # noqa: F401 - registers the package's modules for short class names
 from patchalign3d.precision import training_precision
 
-from .checkpoint_callback import ResumableCheckpoint
+from .checkpoint_callback import ResumableCheckpoint, unwritable_folder_problem
 from .checkpoint_files import intact_checkpoint, latest_checkpoint
 from .errors import TrainingSetupError
 
@@ -106,6 +106,10 @@ class PatchAlign3DCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         sub = self.config.get("subcommand")
+        if sub == "fit":  # before the trainer's own set-up writes anything under default_root_dir
+            for folder in checkpoint_folders(self.config[sub].trainer):
+                if "://" not in str(folder) and (problem := unwritable_folder_problem(folder)):
+                    raise TrainingSetupError(problem)
         if not sub or not self.config[sub].get("ckpt_path") or self._configured_model is None:
             return
         model = self.config[sub].model

@@ -42,3 +42,16 @@ class KillAtStep(Callback):
             if self.hard:
                 os._exit(137)
             raise SystemExit(f"simulated preemption after step {self.step}")
+
+
+class RecordTrainStart(Callback):
+    """Keeps the weights and the optimizer's step count as training starts (after any checkpoint restore)."""
+
+    def __init__(self) -> None:
+        self.weights: dict = {}
+        self.optimizer_steps: set[int] = set()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        state = trainer.optimizers[0].state_dict()["state"]
+        self.optimizer_steps = {int(s["step"]) for s in state.values()}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from patchalign3d.lit import Stage1Module, Stage2Module, StoreDataModule
+from patchalign3d.lit import Stage1Module, Stage2Module, StoreDataModule, TrainingSetupError
 from patchalign3d.lit.cli import cli_main
 from patchalign3d.model.checkpoint import load_model
 
@@ -28,8 +28,9 @@ def test_parse_and_interpolate(tiny_store, tmp_path):
 
 def test_fit_both_stages_resume_and_validate(tiny_store, tiny_bank, tmp_path):
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    # --ckpt_path last before any checkpoint exists starts a new run (one command starts and resumes a job).
     cli_main(["fit", "-c", str(CONF / "stage1_tiny.yaml"), "--data.store", str(tiny_store),
-              "--trainer.default_root_dir", str(s1)])
+              "--trainer.default_root_dir", str(s1), "--ckpt_path", "last"])
     ckpt1 = s1 / "checkpoints" / "last.ckpt"
     assert ckpt1.is_file() and (s1 / "config.yaml").is_file()
     assert torch.load(ckpt1, weights_only=True)["patchalign3d"]["stage"] == 1
@@ -39,17 +40,50 @@ def test_fit_both_stages_resume_and_validate(tiny_store, tiny_bank, tmp_path):
     cli = cli_main(["fit", *args2])
     assert isinstance(cli.model, Stage2Module) and cli.trainer.global_step == 3
     ckpt2 = s2 / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt2, weights_only=True)
+    assert saved["global_step"] == 3  # written when training ended, not at the last 2-step interval
     model = load_model(ckpt2)
     assert model.proj.out_features == 64 and model.text_meta["backend"] == "random"
 
-    # Resuming a stage-2 run with --ckpt_path continues it; a stage-1 checkpoint there is refused.
-    cli = cli_main(["fit", *args2, "--ckpt_path", str(ckpt2), "--trainer.max_steps", "5"])
-    assert cli.trainer.global_step == 5
+    # Resuming continues from the checkpoint's weights and optimizer state; it needs no stage-1 file.
+    moved = ckpt1.rename(s1 / "moved.ckpt")
+    cli = cli_main(["fit", *args2, "--ckpt_path", "last", "--trainer.max_steps", "5",
+                    "--trainer.callbacks+=tests.lit._record.RecordTrainStart"])
+    start = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "RecordTrainStart")
+    assert start.weights.keys() == saved["state_dict"].keys()
+    assert all(torch.equal(start.weights[k], v) for k, v in saved["state_dict"].items())
+    assert start.optimizer_steps == {3} and cli.trainer.global_step == 5
+
+    # A new run into the same folder would mix with (and leave stale) the earlier run's last.ckpt: refused.
+    with pytest.raises(TrainingSetupError, match="already holds checkpoints of an earlier run"):
+        cli_main(["fit", *args2, "--model.init_from", str(moved)])
     with pytest.raises(ValueError, match="pass it as --model.init_from"):
-        cli_main(["fit", *args2, "--ckpt_path", str(ckpt1)])
+        cli_main(["fit", *args2, "--ckpt_path", str(moved)])
 
     cli = cli_main(["validate", *args2, "--ckpt_path", str(ckpt2)])
     assert 0.0 <= float(cli.trainer.callback_metrics["val/patch_acc"]) <= 1.0
+
+
+def test_setup_problems_are_one_sentence(tiny_store, tiny_bank, tmp_path, capsys):
+    """A bad init_from, or a checkpoint folder that cannot be written, stops the command before training with
+    one line naming the setting (not jsonargparse's "Expected a NoneType ... Namespace(...)", nor a traceback)."""
+    from patchalign3d.cli import main
+
+    args = ["fit", "-c", str(CONF / "stage2_tiny.yaml"), "--data.store", str(tiny_store), "--model.text_bank",
+            str(tiny_bank), "--trainer.default_root_dir", str(tmp_path / "run")]
+    assert main([*args, "--model.init_from", str(tmp_path / "no_stage1.ckpt")]) == 2
+    err = capsys.readouterr().err  # (pytest's own argv makes LightningCLI warn first)
+    assert "Traceback" not in err and "Namespace(" not in err and "NoneType" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the model could not be built: init_from=") and "no_stage1.ckpt" in last
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main([*args, "--trainer.default_root_dir", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith(f"error: checkpoint folder {blocker}/checkpoints is not writable")
+    assert "--trainer.default_root_dir" in last
 
 
 @pytest.mark.parametrize("name", ["stage1.yaml", "stage2.yaml", "demo/stage1.yaml", "demo/stage2.yaml"])
