@@ -37,6 +37,7 @@ import torch
 from lightning import LightningDataModule
 from litdata import StreamingDataset
 
+from .errors import TrainingSetupError
 from .streaming import ResumableStreamingDataLoader, ShapeStreamingDataset
 from .transforms import Sampling, ShapeTransform, collate_shapes
 
@@ -212,6 +213,25 @@ class StoreDataModule(LightningDataModule):
             self._dataset(self.hparams.train_split, train=True)
         if stage in ("fit", "validate") and self.hparams.val_split:
             self._dataset(self.hparams.val_split, train=False)
+            self._check_validation_batches()
+
+    def _check_validation_batches(self) -> None:
+        """A validation split that gives some rank no batch is an error now, not a skipped validation later.
+
+        On several ranks LitData splits a split evenly and drops what does not fill a batch on every rank.
+        """
+        split = self.hparams.val_split
+        if len(self._loader(split, train=False)) > 0:
+            return
+        dataset = self._dataset(split, train=False)
+        ranks, per_rank = dataset.distributed_env.world_size, dataset.get_len(1, 1)
+        batch = self.hparams.val_batch_size or self.hparams.batch_size
+        fix = (f"set --data.val_batch_size {per_rank} (or less)" if per_rank else
+               "add shapes to it or train on fewer devices")
+        raise TrainingSetupError(
+            f"validation split {split!r} gives no batch of {batch} shapes on each of the {ranks} ranks ({per_rank} "
+            f"shapes per rank), so nothing would be validated and val/ metrics would never exist: {fix}"
+        )
 
     def _loader(self, split: str, train: bool) -> ResumableStreamingDataLoader:
         workers = self.hparams.num_workers
