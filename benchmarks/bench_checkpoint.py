@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-from bench_train import DEMO, PART_NAMES, ensure_store
+from bench_train import bench_module, ensure_store, write_banks
 from lightning import Callback, Trainer
 
-from patchalign3d.lit import ResumableCheckpoint, Stage1Module, Stage2Module, StoreDataModule
+from patchalign3d.lit import ResumableCheckpoint, StoreDataModule
 
 #: Interval of last.ckpt in the shipped configs.
 SHIPPED_INTERVAL = {"demo": ("steps", 3), "base": ("seconds", 30 * 60)}
@@ -67,14 +67,7 @@ class TimedCheckpoint(ResumableCheckpoint):
 
 def run(stage: int, arch: str, store: Path, bank: Path, batch: int, steps: int, warmup: int, every: int | None,
         root: Path) -> tuple[TrainingClock, TimedCheckpoint | None]:
-    demo = arch == "demo"
-    common = dict(arch=DEMO["arch"] if demo else arch, arch_overrides=DEMO["arch_overrides"] if demo else None)
-    if stage == 1:
-        module = Stage1Module(**common, teacher_dim=None)
-    else:
-        text_dim = DEMO["text_dim"] if demo else 1280
-        module = Stage2Module(**common, text_dim=text_dim, text_bank=str(bank.with_name(f"bench_bank_{text_dim}.pt")),
-                              trainable=DEMO["trainable"] if demo else "paper")
+    module = bench_module(stage, arch, bank)
     dm = StoreDataModule(str(store), batch_size=batch, num_points=2048, num_workers=2, with_features=stage == 1,
                          with_labels=stage == 2)
     clock = TrainingClock(warmup)
@@ -99,11 +92,7 @@ def main() -> None:
     args = p.parse_args()
 
     store = ensure_store(args.store, 400, 4096, 768)
-    bank = args.store / "bench_bank.pt"
-    for dim in (1280, 384):
-        emb = torch.nn.functional.normalize(torch.randn(len(PART_NAMES), dim), dim=-1)
-        torch.save({"keys": PART_NAMES, "emb": emb, "meta": {"text_dim": dim, "backend": "random"}},
-                   bank.with_name(f"bench_bank_{dim}.pt"))
+    bank = write_banks(args.store)
     batches = {"demo": 8, "base": 8}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, checkpoint every {args.every} steps, "
           f"{args.steps} measured steps, {args.repeats} repeats")
