@@ -100,17 +100,31 @@ class StepTimer(Callback):
         self._last_end = now
 
 
-def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int, workers: int, steps: int,
-          warmup: int, precision: str, accelerator: str, sampling: str = "random") -> dict:
+def write_banks(store: Path) -> Path:
+    """Random text banks of the store's part names, 1280-d and 384-d, beside the store; returns the stem path."""
+    bank = store / "bench_bank.pt"
+    for dim in (1280, 384):
+        emb = torch.nn.functional.normalize(torch.randn(len(PART_NAMES), dim), dim=-1)
+        torch.save({"keys": PART_NAMES, "emb": emb, "meta": {"text_dim": dim, "backend": "random"}},
+                   bank.with_name(f"bench_bank_{dim}.pt"))
+    return bank
+
+
+def bench_module(stage: int, arch: str, bank: Path | None) -> Stage1Module | Stage2Module:
+    """The module of one (stage, architecture); ``demo`` is the demo's model (its configs' settings)."""
     demo = arch == "demo"
     common = dict(arch=DEMO["arch"] if demo else arch, arch_overrides=DEMO["arch_overrides"] if demo else None,
                   lr_encoder=1e-4, lr_head=1e-4)
     if stage == 1:
-        module = Stage1Module(**common, teacher_dim=None)
-    else:
-        text_dim = DEMO["text_dim"] if demo else 1280
-        module = Stage2Module(**common, text_dim=text_dim, text_bank=str(bank.with_name(f"bench_bank_{text_dim}.pt")),
-                              trainable=DEMO["trainable"] if demo else "paper")
+        return Stage1Module(**common, teacher_dim=None)
+    text_dim = DEMO["text_dim"] if demo else 1280
+    return Stage2Module(**common, text_dim=text_dim, text_bank=str(bank.with_name(f"bench_bank_{text_dim}.pt")),
+                        trainable=DEMO["trainable"] if demo else "paper")
+
+
+def bench(stage: int, arch: str, store: Path, bank: Path | None, batch_size: int, workers: int, steps: int,
+          warmup: int, precision: str, accelerator: str, sampling: str = "random") -> dict:
+    module = bench_module(stage, arch, bank)
     dm = StoreDataModule(str(store), batch_size=batch_size, num_points=2048, num_workers=workers,
                          with_features=stage == 1, with_labels=stage == 2, sampling=sampling)
     timer = StepTimer()
@@ -155,11 +169,7 @@ def main() -> None:
         p.error(f"--shapes {args.shapes} is less than one epoch of the run; use at least "
                 f"{needed * (args.steps + args.warmup + 2)} (epoch ends restart the loader workers)")
     store = ensure_store(args.store, args.shapes, args.stored_points, args.feature_dim)
-    bank = args.store / "bench_bank.pt"
-    for dim in (1280, 384):
-        emb = torch.nn.functional.normalize(torch.randn(len(PART_NAMES), dim), dim=-1)
-        torch.save({"keys": PART_NAMES, "emb": emb, "meta": {"text_dim": dim, "backend": "random"}},
-                   bank.with_name(f"bench_bank_{dim}.pt"))
+    bank = write_banks(args.store)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, accelerator={args.accelerator}, "
           f"precision={' '.join(args.precision)}, stored points {args.stored_points}, features {args.feature_dim}-d")

@@ -215,9 +215,14 @@ def export_main(argv: Sequence[str]) -> int:
 
 
 def _lightning(argv: Sequence[str]) -> int:
+    from patchalign3d.lit import TrainingSetupError
     from patchalign3d.lit.cli import cli_main
 
-    cli_main(list(argv))
+    try:
+        cli_main(list(argv))
+    except TrainingSetupError as err:  # found before training or resuming: a sentence, nothing lost
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

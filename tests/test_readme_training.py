@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,18 @@ def cpu_training_commands() -> str:
     blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "patchalign3d/configs/demo/stage1.yaml" in b]
     assert len(blocks) == 1, "the README's Training section should hold one CPU block using patchalign3d/configs/demo/"
     return blocks[0]
+
+
+def preemption_commands() -> list[str]:
+    """The resume commands of the README's "Preemption" paragraph."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("**Preemption.**") : text.index("\n## Data engine\n")]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_resume_commands_name_both_paper_stages():
+    assert preemption_commands() == [f"lightning fit -c configs/stage{s}.yaml --ckpt_path last" for s in (1, 2)]
 
 
 def _config(name: str) -> dict:
@@ -63,6 +76,15 @@ def test_readme_cpu_training_path_runs_verbatim(tmp_path):
     assert info["splits"]["train"] > 0 and info["splits"]["val"] > 0
     for stage in ("stage1", "stage2"):
         assert (tmp_path / "outputs" / "demo" / stage / "checkpoints" / "last.ckpt").is_file()
+    # The Preemption paragraph's command, on the demo config: a finished run resumes at its end and stops there.
+    last = tmp_path / "outputs" / "demo" / "stage1" / "checkpoints" / "last.ckpt"
+    step = torch.load(last, weights_only=True)["global_step"]
+    resume = preemption_commands()[0].replace("configs/stage1.yaml", "patchalign3d/configs/demo/stage1.yaml")
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", resume], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert re.search(r"Restored all states from the checkpoint at \S*last\.ckpt", run.stdout + run.stderr)
+    assert torch.load(last, weights_only=True)["global_step"] == step
     exported = re.search(r"patchalign3d export \S+ (\S+)", commands).group(1)
     model = load_model(tmp_path / exported)
     points = np.random.default_rng(0).uniform(-1, 1, size=(500, 3)).astype(np.float32)

@@ -20,7 +20,10 @@ key                   shape / type           meaning
 
 Sharding across ranks and loader workers, shuffling, and mid-epoch resumption are LitData's: the training
 loader is a :class:`litdata.StreamingDataLoader`, whose ``state_dict`` Lightning stores in every checkpoint
-(``loops.fit_loop.state_dict.combined_loader``) and restores on ``--ckpt_path``.
+(``loops.fit_loop.state_dict.combined_loader``) and restores on ``--ckpt_path`` for an unfinished epoch. For a
+finished one Lightning restores no loader state, so this module checkpoints LitData's epoch counter itself
+(``state_dict``): without it a run resumed from an epoch-end checkpoint replayed the shuffles of epochs 0, 1, ...
+(:mod:`patchalign3d.lit.streaming` holds the other pieces of an exact resume).
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from typing import Any, Literal
 
 import torch
 from lightning import LightningDataModule
-from litdata import StreamingDataLoader, StreamingDataset
+from litdata import StreamingDataset
 
 from ..store_check import check_store
+from .errors import TrainingSetupError
+from .streaming import ResumableStreamingDataLoader, ShapeStreamingDataset
 from .transforms import Sampling, ShapeTransform, collate_shapes
 
 # ShapeTransform and collate_shapes live in .transforms; they are re-exported where they always were.
@@ -134,7 +139,9 @@ class StoreDataModule(LightningDataModule):
         self.store = str(store).rstrip("/")
         self._info: dict[str, Any] | None = None
         self._root: str | None = None  # the published version read (the store's `current`), set with _info
-        self._datasets: dict[str, StreamingDataset] = {}
+        self._datasets: dict[str, ShapeStreamingDataset] = {}
+        self._train_loader: ResumableStreamingDataLoader | None = None
+        self._train_epoch_to_restore: int | None = None
         common = dict(num_points=num_points, sampling=sampling, min_per_label=min_per_label, seed=seed,
                       swap_yz=swap_yz, normalize=normalize, with_features=with_features, with_labels=with_labels,
                       drop_category_label=drop_category_label)
@@ -166,16 +173,16 @@ class StoreDataModule(LightningDataModule):
             raise FileNotFoundError(f"store split {path} has no index.json (is {self.store!r} a complete store?)")
         return path
 
-    def _dataset(self, split: str, train: bool) -> StreamingDataset:
+    def _dataset(self, split: str, train: bool) -> ShapeStreamingDataset:
         key = f"{split}:{train}"
         if key not in self._datasets:
-            self._datasets[key] = StreamingDataset(
+            self._datasets[key] = ShapeStreamingDataset(
                 self._split_dir(split),
                 shuffle=train and self.hparams.shuffle,
                 drop_last=True if train else None,  # equal step counts on every rank
                 seed=self.hparams.seed,
                 max_cache_size=self.hparams.max_cache_size,
-                transform=self.train_transform if train else self.eval_transform,
+                shape_transform=self.train_transform if train else self.eval_transform,
             )
         return self._datasets[key]
 
@@ -211,10 +218,29 @@ class StoreDataModule(LightningDataModule):
             self._dataset(self.hparams.train_split, train=True)
         if stage in ("fit", "validate") and self.hparams.val_split:
             self._dataset(self.hparams.val_split, train=False)
+            self._check_validation_batches()
 
-    def _loader(self, split: str, train: bool) -> StreamingDataLoader:
+    def _check_validation_batches(self) -> None:
+        """A validation split that gives some rank no batch is an error now, not a skipped validation later.
+
+        On several ranks LitData splits a split evenly and drops what does not fill a batch on every rank.
+        """
+        split = self.hparams.val_split
+        if len(self._loader(split, train=False)) > 0:
+            return
+        dataset = self._dataset(split, train=False)
+        ranks, per_rank = dataset.distributed_env.world_size, dataset.get_len(1, 1)
+        batch = self.hparams.val_batch_size or self.hparams.batch_size
+        fix = (f"set --data.val_batch_size {per_rank} (or less)" if per_rank else
+               "add shapes to it or train on fewer devices")
+        raise TrainingSetupError(
+            f"validation split {split!r} gives no batch of {batch} shapes on each of the {ranks} ranks ({per_rank} "
+            f"shapes per rank), so nothing would be validated and val/ metrics would never exist: {fix}"
+        )
+
+    def _loader(self, split: str, train: bool) -> ResumableStreamingDataLoader:
         workers = self.hparams.num_workers
-        return StreamingDataLoader(
+        return ResumableStreamingDataLoader(
             self._dataset(split, train),
             batch_size=self.hparams.batch_size if train else (self.hparams.val_batch_size or self.hparams.batch_size),
             num_workers=workers,
@@ -223,21 +249,34 @@ class StoreDataModule(LightningDataModule):
             prefetch_factor=2 if workers else None,
         )
 
-    def train_dataloader(self) -> StreamingDataLoader:
-        return self._loader(self.hparams.train_split, train=True)
+    def train_dataloader(self) -> ResumableStreamingDataLoader:
+        self._train_loader = self._loader(self.hparams.train_split, train=True)
+        if self._train_epoch_to_restore is not None:  # the next iteration starts the epoch after the saved one
+            self._train_loader.current_epoch = self._train_epoch_to_restore
+            self._train_epoch_to_restore = None
+        return self._train_loader
 
-    def val_dataloader(self) -> StreamingDataLoader | list:
+    def state_dict(self) -> dict[str, Any]:
+        """LitData's epoch counter of the training loader (checkpointed by Lightning with every checkpoint)."""
+        return {"train_epoch": self._train_loader.current_epoch} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Restored before the loader exists; train_dataloader() applies it. When Lightning also restores the
+        # loader's own state (an unfinished epoch), that state carries the same counter.
+        self._train_epoch_to_restore = state_dict.get("train_epoch")
+
+    def val_dataloader(self) -> ResumableStreamingDataLoader | list:
         if not self.hparams.val_split:
             return []
         return self._loader(self.hparams.val_split, train=False)
 
-    def test_dataloader(self) -> StreamingDataLoader:
+    def test_dataloader(self) -> ResumableStreamingDataLoader:
         split = self.hparams.test_split or self.hparams.val_split
         if not split:
             raise ValueError("no test split: set data.test_split (or data.val_split)")
         return self._loader(split, train=False)
 
-    def predict_dataloader(self) -> StreamingDataLoader:
+    def predict_dataloader(self) -> ResumableStreamingDataLoader:
         split = self.hparams.predict_split or self.hparams.val_split
         if not split:
             raise ValueError("no predict split: set data.predict_split (or data.val_split)")

@@ -20,12 +20,16 @@ from torchmetrics import MeanMetric
 from patchalign3d.losses import cosine_distillation_loss, patch_feature_targets
 from patchalign3d.model import PatchAlign3D, patchalign3d_base, patchalign3d_tiny
 
+from .seeding import mixed_seed, run_seed
+
 __all__ = ["ARCHS", "CHECKPOINT_KEY", "Stage1Module", "build_model", "lr_lambda"]
 
 #: Architecture presets (``PatchAlign3DConfig`` fields can be overridden with ``arch_overrides``).
 ARCHS = {"base": patchalign3d_base, "tiny": patchalign3d_tiny}
 #: Key of the checkpoint entry that ``patchalign3d.model.checkpoint.load_model`` reads.
 CHECKPOINT_KEY = "patchalign3d"
+#: Key of the checkpoint entry holding the seed the run's per-step seeds derive from.
+RUN_SEED_KEY = "patchalign3d_run_seed"
 
 Schedule = Literal["constant", "cosine"]
 
@@ -63,10 +67,25 @@ def lr_lambda(schedule: Schedule, warmup_steps: int, total_steps: int | Callable
 
 
 class _PatchAlignModule(LightningModule):
-    """What both stages share: the network as ``self.model``, optimiser set-up and the checkpoint entry."""
+    """What both stages share: the network as ``self.model``, optimiser set-up, the checkpoint entry, and the
+    per-step seeding.
+
+    Each training step starts by seeding torch with ``(run seed, global step, rank)``: the random FPS start and
+    drop-path of step ``k`` are then the same in a run resumed at any step as in the uninterrupted run, whatever
+    ran in between (validation, loader start-up, checkpoint writes). The run seed is ``seed_everything``'s and
+    travels in the checkpoint.
+    """
 
     stage: int
     model: PatchAlign3D
+    _run_seed: int | None = None
+
+    def on_fit_start(self) -> None:
+        if self._run_seed is None:  # restored by on_load_checkpoint when resuming
+            self._run_seed = run_seed()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        torch.manual_seed(mixed_seed(self._run_seed or 0, self.global_step, self.global_rank))
 
     def _param_groups(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -93,8 +112,11 @@ class _PatchAlignModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What load_model() needs to rebuild the network without this class.
         checkpoint[CHECKPOINT_KEY] = self._checkpoint_entry()
+        if self._run_seed is not None:
+            checkpoint[RUN_SEED_KEY] = self._run_seed
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._run_seed = checkpoint.get(RUN_SEED_KEY, self._run_seed)
         stage = (checkpoint.get(CHECKPOINT_KEY) or {}).get("stage")
         if stage is not None and stage != self.stage:
             hint = " pass it as model.init_args.init_from instead of --ckpt_path" if self.stage == 2 else ""

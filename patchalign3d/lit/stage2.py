@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from patchalign3d.errors import CheckpointError
 from patchalign3d.losses import (
     patch_accuracy,
     patch_label_fractions,
@@ -37,6 +38,7 @@ from patchalign3d.model.patchalign3d import MAX_LOGIT_SCALE, RELEASE_TEMPERATURE
 from patchalign3d.text import TextBank, get_text_encoder
 from patchalign3d.text.bank import MissingPartNamesError
 
+from .errors import TrainingSetupError
 from .stage1 import Schedule, _PatchAlignModule, build_model
 
 __all__ = ["DEFAULT_NEGATIVES", "TRAINABLE_PRESETS", "Stage2Module", "resolve_trainable"]
@@ -191,7 +193,13 @@ class Stage2Module(_PatchAlignModule):
     def _load_encoder(self, path: str) -> None:
         from patchalign3d.model.checkpoint import load_model
 
-        source = load_model(path)
+        try:
+            source = load_model(path)
+        except (OSError, CheckpointError) as err:
+            raise TrainingSetupError(
+                f"init_from={path!r}: {err}; init_from names the stage-1 checkpoint to start from (e.g. "
+                "outputs/stage1/checkpoints/last.ckpt once stage 1 ran)"
+            ) from err
         mine, theirs = self.model.config.to_dict(), source.config.to_dict()
         diff = {k: (theirs[k], mine[k]) for k in _WEIGHT_FIELDS if theirs[k] != mine[k]}
         if diff:

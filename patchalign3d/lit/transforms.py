@@ -13,19 +13,25 @@ Augmentation (training only): the individual knobs (``rotate_deg`` about the up 
 probability 0.9 a rotation of up to ±20° about each of x, y and z (``Rz @ Ry @ Rx``), a scale in 0.9–1.1, a
 shift of up to 0.02 per axis and jitter of σ 0.01 clipped at 0.05, in the model frame. (The release flips
 one coin per batch; here each shape flips its own, with the same probability.)
+
+Training draws (points and augmentation) come from a generator seeded by ``(seed, epoch, uid)`` when the loader
+passes the epoch (:class:`~patchalign3d.lit.streaming.ShapeStreamingDataset` does): a resumed run redraws
+exactly what the uninterrupted run drew. Called without an epoch, the transform draws from torch's global
+generator.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .seeding import mixed_seed, uid_key
 
 __all__ = ["RELEASE_AUGMENTATION", "ShapeTransform", "collate_shapes", "mask_aware_indices"]
 
@@ -147,7 +153,8 @@ class ShapeTransform:
             raise ValueError("augment='release' sets rotation, scale, translation and jitter itself: leave "
                              "rotate_deg, scale_range, translate and jitter_sigma at their defaults")  # fmt: skip
 
-    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, item: dict[str, Any], epoch: int | None = None) -> dict[str, Any]:
+        """One store item -> tensors; ``epoch`` (training) seeds this item's draws with ``(seed, epoch, uid)``."""
         uid = str(item["uid"])
         raw = np.asarray(item["points"])
         if raw.ndim != 2 or raw.shape[1] != 3 or raw.shape[0] == 0:
@@ -157,8 +164,9 @@ class ShapeTransform:
         masks = np.asarray(item["part_masks"]) if names else np.zeros((0, n), dtype=np.uint8)
         if masks.shape != (len(names), n):
             raise ValueError(f"shape {uid!r}: part_masks {masks.shape} do not match {len(names)} names x {n} points")
+        gen = None if epoch is None else torch.Generator().manual_seed(mixed_seed(self.seed, epoch, uid_key(uid)))
+        idx = self._draw(raw, masks, uid, gen)
         # Fancy indexing copies, so the tensors below own writable memory (LitData's arrays are read-only).
-        idx = self._draw(raw, masks, uid)
         points = torch.from_numpy(raw[idx].astype(np.float32, copy=False))
         if self.swap_yz:
             points = points[:, [0, 2, 1]]
@@ -166,7 +174,7 @@ class ShapeTransform:
             points = points - points.mean(0)
             points = points / points.norm(dim=1).max().clamp(min=1e-12)
         if self.train:
-            points = self._augment_release(points) if self.augment == "release" else self._augment(points)
+            points = self._augment_release(points, gen) if self.augment == "release" else self._augment(points, gen)
         out: dict[str, Any] = {"uid": uid, "category": str(item.get("category", "")), "points": points.contiguous()}
         if self.with_features:
             feats = np.asarray(item["features"])
@@ -182,25 +190,26 @@ class ShapeTransform:
         return out
 
     def _seed(self, uid: str) -> int:
-        return self.seed + zlib.crc32(uid.encode())
+        return self.seed + uid_key(uid)
 
-    def _draw(self, raw: np.ndarray, masks: np.ndarray, uid: str) -> np.ndarray:
+    def _draw(self, raw: np.ndarray, masks: np.ndarray, uid: str, gen: torch.Generator | None) -> np.ndarray:
         n = len(raw)
         if self.sampling == "mask_aware":
             idx = mask_aware_indices(raw, masks, self.num_points, self.min_per_label, self._seed(uid))
             if len(idx) < self.num_points:  # a shape with fewer points than asked: repeat some, seeded too
-                gen = torch.Generator().manual_seed(self._seed(uid))
-                idx = np.concatenate([idx, torch.randint(n, (self.num_points - len(idx),), generator=gen).numpy()])
+                fill = torch.Generator().manual_seed(self._seed(uid))
+                idx = np.concatenate([idx, torch.randint(n, (self.num_points - len(idx),), generator=fill).numpy()])
             return idx
         # Validation draws are seeded by the uid, so every epoch and every rank sees the same points.
-        gen = None if self.train else torch.Generator().manual_seed(zlib.crc32(uid.encode()))
+        if not self.train:
+            gen = torch.Generator().manual_seed(uid_key(uid))
         if n >= self.num_points:
             return torch.randperm(n, generator=gen)[: self.num_points].numpy()
         return torch.randint(n, (self.num_points,), generator=gen).numpy()
 
-    def _augment(self, points: Tensor) -> Tensor:
+    def _augment(self, points: Tensor, gen: torch.Generator | None) -> Tensor:
         if self.rotate_deg:
-            theta = math.radians(self.rotate_deg) * (2 * torch.rand(()).item() - 1)
+            theta = math.radians(self.rotate_deg) * (2 * torch.rand((), generator=gen).item() - 1)
             c, s = math.cos(theta), math.sin(theta)
             # Rotate in the horizontal plane of the model frame (up = z after the swap, else y).
             a, b = (0, 1) if self.swap_yz else (0, 2)
@@ -209,24 +218,26 @@ class ShapeTransform:
             points = points @ rot.T
         if self.scale_range is not None:
             lo, hi = self.scale_range
-            points = points * (lo + (hi - lo) * torch.rand(()))
+            points = points * (lo + (hi - lo) * torch.rand((), generator=gen))
         if self.translate:
-            points = points + (2 * torch.rand(3) - 1) * self.translate
+            points = points + (2 * torch.rand(3, generator=gen) - 1) * self.translate
         if self.jitter_sigma:
-            points = points + (torch.randn_like(points) * self.jitter_sigma).clamp(-self.jitter_clip, self.jitter_clip)
+            noise = torch.randn(points.shape, generator=gen) * self.jitter_sigma
+            points = points + noise.clamp(-self.jitter_clip, self.jitter_clip)
         return points
 
     @staticmethod
-    def _augment_release(points: Tensor) -> Tensor:
+    def _augment_release(points: Tensor, gen: torch.Generator | None) -> Tensor:
         aug = RELEASE_AUGMENTATION
-        if torch.rand(()).item() >= aug["prob"]:
+        if torch.rand((), generator=gen).item() >= aug["prob"]:
             return points
-        angles = (2 * torch.rand(3) - 1) * math.radians(aug["rotate_deg"])
+        angles = (2 * torch.rand(3, generator=gen) - 1) * math.radians(aug["rotate_deg"])
         points = points @ _rotation_xyz(angles).T
         lo, hi = aug["scale_range"]
-        points = points * (lo + (hi - lo) * torch.rand(()))
-        points = points + (2 * torch.rand(3) - 1) * aug["translate"]
-        noise = (torch.randn_like(points) * aug["jitter_sigma"]).clamp(-aug["jitter_clip"], aug["jitter_clip"])
+        points = points * (lo + (hi - lo) * torch.rand((), generator=gen))
+        points = points + (2 * torch.rand(3, generator=gen) - 1) * aug["translate"]
+        noise = torch.randn(points.shape, generator=gen) * aug["jitter_sigma"]
+        noise = noise.clamp(-aug["jitter_clip"], aug["jitter_clip"])
         return points + noise
 
 

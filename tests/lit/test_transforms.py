@@ -11,6 +11,8 @@ import torch
 
 from patchalign3d.lit.transforms import ShapeTransform, mask_aware_indices
 
+from .conftest import FEATURE_DIM, NUM_POINTS, make_item
+
 
 def _cloud_with_a_small_part(n: int = 5000, small: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points in a box with three labels: a big part, a tiny part of ``small`` points, and the rest none."""
@@ -105,3 +107,22 @@ def test_release_augmentation():
     assert max(np.abs(spins)) > 10
     with pytest.raises(ValueError, match="augment='release' sets rotation"):
         ShapeTransform(augment="release", rotate_deg=10.0)
+
+
+@pytest.mark.parametrize("augment", [None, "release"])
+def test_training_draws_are_a_function_of_seed_epoch_and_uid(augment):
+    """What a resumed run needs: a shape's points and augmentation in an epoch do not depend on the random
+    stream (what ran before, which worker) but only on the seed, the epoch and the shape."""
+    knobs = {} if augment else {"rotate_deg": 30.0, "scale_range": (0.9, 1.1), "translate": 0.05, "jitter_sigma": 0.01}
+    transform = ShapeTransform(num_points=64, train=True, seed=3, augment=augment, **knobs)
+    item = make_item(5, "train", NUM_POINTS, FEATURE_DIM)
+    torch.manual_seed(0)
+    first = transform(item, epoch=2)["points"]
+    torch.manual_seed(99)
+    torch.rand(1000)  # whatever else consumed random numbers in between
+    assert torch.equal(transform(item, epoch=2)["points"], first)
+    assert not torch.equal(transform(item, epoch=3)["points"], first)  # a new draw every epoch
+    other_seed = ShapeTransform(num_points=64, train=True, seed=4, augment=augment, **knobs)
+    assert not torch.equal(other_seed(item, epoch=2)["points"], first)
+    other_shape = dict(make_item(5, "train", NUM_POINTS, FEATURE_DIM), uid="train-0099")
+    assert not torch.equal(transform(other_shape, epoch=2)["points"], first)
