@@ -24,7 +24,9 @@ def _run(prog: str, fn: Callable[[], int]) -> int:
     except USER_ERRORS as err:
         if os.environ.get("PATCHALIGN3D_DEBUG"):
             raise
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        msg = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        # the library's advice is for Python callers; on the command line the same fix is a flag
+        msg = msg.replace("pass a local path to load_model()", "pass a local checkpoint with --checkpoint PATH")
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 1
 
@@ -53,7 +55,10 @@ def _keypoints_parser() -> argparse.ArgumentParser:
                     "few-shot from annotated examples, or by lifting a 2D pointer's answers on rendered views.",
     )
     p.add_argument("shape", help="a shape file (.ply .obj .glb .off .pcd .npz .txt) or 'example:NAME'")
-    p.add_argument("--names", required=True, help='comma-separated keypoint names, e.g. "leg end,seat corner"')
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--names", help='comma-separated keypoint names, e.g. "leg end,seat corner"')
+    which.add_argument("--category", help="ask the keypoint names of this category (KeypointNamer's table: "
+                                          "airplane, chair, table)")
     p.add_argument("--mode", default="zero_shot", choices=("zero_shot", "few_shot", "lift"))
     _add_model_args(p)
     p.add_argument("--json", default=None, help="write the keypoints (names, indices, positions, scores) as JSON")
@@ -62,6 +67,7 @@ def _keypoints_parser() -> argparse.ArgumentParser:
     p.add_argument("--nms-radius", type=float, default=0.1, help="geodesic suppression radius, fraction of the shape's diagonal")
     p.add_argument("--min-relative-score", type=float, default=None, help="peaks must reach this fraction of the field's range")
     p.add_argument("--max-instances", type=int, default=8, help="at most this many keypoints per name (zero-shot)")
+    _add_detector_args(p)
     p.add_argument("--up-axis", default="y", choices=("y", "z"))
     few = p.add_argument_group("few-shot")
     few.add_argument("--support", action="append", default=[],
@@ -71,15 +77,57 @@ def _keypoints_parser() -> argparse.ArgumentParser:
     few.add_argument("--prototypes", default=None, help="a file written by KeypointPrototypes.save (instead of --support)")
     few.add_argument("--features", default="tokens", choices=("tokens", "embeddings"))
     few.add_argument("--variant", default="nearest", choices=("nearest", "prototype"))
-    lift = p.add_argument_group("lift")
-    lift.add_argument("--pointer", default="feature", choices=("feature", "molmo"),
-                      help="'feature': this package's patch features, offline; 'molmo': Molmo through transformers")
+    _add_lift_args(p.add_argument_group("lift"), oracle="the shape's own keypoints from its .parts.json sidecar")
+    return p
+
+
+def _probability(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1] (or be 'none'), got {text}")
+    return value
+
+
+def _add_detector_args(p: argparse.ArgumentParser) -> None:
+    from patchalign3d.keypoints.detect import DEFAULT_MIN_PROBABILITY
+
+    p.add_argument("--min-probability", type=_probability, default=DEFAULT_MIN_PROBABILITY,
+                   help="zero-shot (and the feature pointer): a name whose best patch probability under the model's "
+                        f"sigmoid stays below this is absent (default {DEFAULT_MIN_PROBABILITY}; 'none' asks every name)")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
+                   help="place zero-/few-shot keypoints at point resolution inside their patch (--no-refine: on patch centres)")
+
+
+def _add_lift_args(lift, *, oracle: str) -> None:
+    from patchalign3d.keypoints.lifting import DEFAULT_MIN_CLUSTER_SHARE, RIGS, WEIGHTINGS
+
+    lift.add_argument("--pointer", default="feature", choices=("feature", "molmo", "oracle"),
+                      help="'feature': this package's patch features, offline; 'molmo': Molmo through transformers; "
+                           f"'oracle': {oracle} projected into each view (the upper bound of lifting)")
     lift.add_argument("--molmo-model", default=None, help="Molmo repo id or folder (default allenai/Molmo-7B-D-0924)")
     lift.add_argument("--trust-remote-code", action="store_true", help="allow Molmo v1's model code from the Hub to run")
-    lift.add_argument("--views", type=int, default=26)
+    lift.add_argument("--views", type=int, default=26, help="rendered views (ZeroKey: 26)")
     lift.add_argument("--resolution", type=int, default=512)
-    lift.add_argument("--device", default=None)
-    return p
+    lift.add_argument("--rig", default="orthographic", choices=RIGS,
+                      help="'orthographic': the data engine's orbit; 'pinhole': rings of views plus top and bottom (ZeroKey's)")
+    lift.add_argument("--weighting", default="coverage", choices=WEIGHTINGS,
+                      help="equation 3 read as each answer's patch coverage, as votes across views, or constant")
+    clusters = lift.add_mutually_exclusive_group()
+    clusters.add_argument("--all-clusters", dest="all_clusters", action="store_true", default=True,
+                          help="every instance of a name: each cluster holding at least --min-cluster-share of the "
+                               "name's weight, heaviest first (default)")
+    clusters.add_argument("--one-per-name", dest="all_clusters", action="store_false",
+                          help="only the heaviest cluster of each name")
+    lift.add_argument("--min-cluster-share", type=float, default=DEFAULT_MIN_CLUSTER_SHARE,
+                      help=f"see --all-clusters (default {DEFAULT_MIN_CLUSTER_SHARE})")
+    lift.add_argument("--device", default=None, help="where Molmo runs")
+
+
+def _lift_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(views=args.views, resolution=args.resolution, rig=args.rig, weighting=args.weighting,
+                all_clusters=args.all_clusters, min_cluster_share=args.min_cluster_share)
 
 
 def _resolve_shape(shape: str) -> Path:
@@ -128,26 +176,40 @@ def _as_annotation(value: Any):
 
 
 def _keypoints(args: argparse.Namespace) -> int:
-    from patchalign3d.keypoints import FeaturePointer, KeypointPrototypes, MolmoPointer, detect_keypoints
+    from patchalign3d.keypoints import (
+        FeaturePointer,
+        KeypointNamer,
+        KeypointPrototypes,
+        MolmoPointer,
+        OraclePointer,
+        detect_keypoints,
+    )
+    from patchalign3d.keypoints.synthetic import read_keypoint_sidecar
     from patchalign3d.text import validate_part_names
 
-    names = validate_part_names([n.strip() for n in args.names.split(",")])
+    if args.names is not None:
+        names = validate_part_names([n.strip() for n in args.names.split(",")])
+    else:
+        names = KeypointNamer().names(args.category)
     path = _resolve_shape(args.shape)
     if not path.is_file():
         raise FileNotFoundError(f"no such shape file: {path}")
-    model, text = _model_and_text(args)
+    oracle = args.mode == "lift" and args.pointer == "oracle"
+    model, text = (None, None) if oracle else _model_and_text(args)
     opts: dict[str, Any] = dict(model=model, text=text, num_points=args.num_points)
     if args.mode == "zero_shot":
-        opts.update(nms_radius=args.nms_radius, max_instances=args.max_instances, up_axis=args.up_axis)
+        opts.update(nms_radius=args.nms_radius, max_instances=args.max_instances, up_axis=args.up_axis,
+                    min_probability=args.min_probability, refine=args.refine)
         if args.min_relative_score is not None:
             opts["min_relative_score"] = args.min_relative_score
     elif args.mode == "few_shot":
         if args.prototypes:
             protos = KeypointPrototypes.load(args.prototypes, model)
+            protos.refine = args.refine
         elif args.support:
             extra = {"min_relative_score": args.min_relative_score} if args.min_relative_score is not None else {}
             protos = KeypointPrototypes(model, features=args.features, variant=args.variant, nms_radius=args.nms_radius,
-                                        up_axis=args.up_axis, **extra)
+                                        up_axis=args.up_axis, refine=args.refine, **extra)
             protos.fit(*read_support(args.support), num_points=args.num_points)
         else:
             raise ValueError("--mode few_shot needs annotated examples: --support FILE (repeat) or --prototypes FILE")
@@ -156,17 +218,31 @@ def _keypoints(args: argparse.Namespace) -> int:
         if args.pointer == "molmo":
             opts["pointer"] = MolmoPointer(args.molmo_model or "allenai/Molmo-7B-D-0924", device=args.device,
                                            trust_remote_code=args.trust_remote_code)
+        elif oracle:
+            _, targets = read_keypoint_sidecar(path)
+            if not targets:
+                raise ValueError(f"--pointer oracle projects the shape's own keypoints: {path.name} has no "
+                                 "'keypoints' in its .parts.json sidecar")
+            opts["pointer"] = OraclePointer(targets)
         else:
-            opts["pointer"] = FeaturePointer(model, text, num_points=args.num_points)
-        opts.update(views=args.views, resolution=args.resolution, up_axis=args.up_axis)
+            opts["pointer"] = FeaturePointer(model, text, num_points=args.num_points, min_probability=args.min_probability)
+        opts.update(up_axis=args.up_axis, **_lift_options(args))
     kps = detect_keypoints(str(path), names, mode=args.mode, **opts)
     counts = ", ".join(f"{n}: {len(kps.of(n))}" for n in kps.names)
-    print(f"{path.name}: {args.mode} keypoints on {len(kps.points)} points -> {counts}")
+    source = kps.info.get("input", "mesh")
+    read_as = "" if source == "mesh" else f" ({source}: no surface was sampled)"
+    print(f"{path.name}: {args.mode} keypoints on {len(kps.points)} points{read_as} -> {counts}")
     for item in kps.to_dict()["keypoints"]:
         xyz = ", ".join(f"{v:.3f}" for v in item["position"])
         print(f"  {item['name']:<24} point {item['index']:>5}  at ({xyz})  score {item['score']:.3f}")
+    if kps.absent:
+        probability = kps.info.get("probability", {})
+        why = (f"best probability under --min-probability {args.min_probability}" if args.mode == "zero_shot"
+               else "the pointer answered in no view")
+        listed = ", ".join(f"{n} ({probability[n]:.2f})" if n in probability else n for n in kps.absent)
+        print(f"  absent ({why}): {listed}")
     for name in kps.names:
-        if args.mode == "lift" and not len(kps.of(name)):
+        if args.mode == "lift" and not len(kps.of(name)) and name not in kps.absent:
             print(f"  {name}: no cluster of 10 or more answers formed ({kps.info['candidates'][name]} back-projected "
                   f"answers from {args.views} views); try more --views")
     if args.json:
@@ -193,10 +269,12 @@ def _keypointnet_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", default="airplane,chair,table")
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     p.add_argument("--predictions", default=None, help='JSON {"<synset>-<model_id>": [point indices]} to score')
-    p.add_argument("--detector", default="zero_shot", choices=("zero_shot", "few_shot"))
+    p.add_argument("--detector", default="zero_shot", choices=("zero_shot", "few_shot", "lift"))
     p.add_argument("--shots", type=int, default=3, help="few-shot: support shapes per category (from the train split)")
     p.add_argument("--names", default=None, help="JSON {category: {semantic_id: name}} replacing the default names")
     _add_model_args(p)
+    _add_detector_args(p)
+    _add_lift_args(p.add_argument_group("lift (--detector lift)"), oracle="the shape's annotations")
     p.add_argument("--limit", type=int, default=None, help="score at most this many shapes per category")
     p.add_argument("--json", default=None, help="write the report (IoU at every threshold) as JSON")
     p.add_argument("--markdown", default=None, help="write the table as markdown")
@@ -208,12 +286,21 @@ def _keypointnet(args: argparse.Namespace) -> int:
     from patchalign3d.keypoints.keypointnet import read_names_table
 
     model = text = None
-    if args.predictions is None:
+    needs_model = args.predictions is None and not (args.detector == "lift" and args.pointer != "feature")
+    if needs_model:
         model, text = _model_and_text(args)
+    options: dict[str, Any] = {}
+    if args.detector == "zero_shot":
+        options = {"min_probability": args.min_probability, "refine": args.refine}
+    elif args.detector == "few_shot":
+        options = {"refine": args.refine}
+    elif args.detector == "lift":
+        options = {**_lift_options(args), "min_probability": args.min_probability}
+    molmo = {"model_id": args.molmo_model, "device": args.device, "trust_remote_code": args.trust_remote_code}
     report = evaluate_keypointnet(
         args.root, categories=args.categories, split=args.split, predictions=args.predictions, model=model,
-        text=text, detector=args.detector, shots=args.shots,
-        names=read_names_table(args.names) if args.names else None, limit=args.limit,
+        text=text, detector=args.detector, pointer=args.pointer, molmo=molmo, shots=args.shots,
+        names=read_names_table(args.names) if args.names else None, detector_options=options, limit=args.limit,
         json_path=args.json, markdown_path=args.markdown,
     )
     print(report["markdown"])

@@ -25,6 +25,7 @@ class Keypoints:
         mode: ``zero_shot``, ``few_shot`` or ``lift``.
         positions: ``(M, 3)`` where each keypoint is; ``points[indices]`` except for lifting, which finds
             positions off the sampled points (``indices`` are then their nearest points).
+        absent: the names the detector found not there (no keypoint by decision, not for want of a peak).
         info: anything the detector wants to report (timings, parameters).
     """
 
@@ -36,6 +37,7 @@ class Keypoints:
     scores: np.ndarray
     mode: str
     positions: np.ndarray | None = None
+    absent: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,7 +54,8 @@ class Keypoints:
         return self.indices[self.labels == self.names.index(name)]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready ``{"mode", "names", "keypoints": [{"name", "index", "position", "score"}], "info"}``."""
+        """JSON-ready ``{"mode", "names", "num_points", "keypoints": [{"name", "index", "position", "score"}],
+        "absent", "info"}``."""
         return {
             "mode": self.mode,
             "names": list(self.names),
@@ -61,6 +64,7 @@ class Keypoints:
                 {"name": self.names[int(k)], "index": int(i), "position": np.round(p, 6).tolist(), "score": float(s)}
                 for i, k, p, s in zip(self.indices, self.labels, self.positions, self.scores)
             ],
+            "absent": list(self.absent),
             "info": self.info,
         }
 
@@ -93,16 +97,12 @@ def render_keypoints_png(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from patchalign3d.viz import part_colors
+    from patchalign3d.viz import VIEW_AZIMUTH, VIEW_ELEVATION, part_colors, plot_frame
 
     names = list(dict.fromkeys(names or keypoint_names))
     colors = part_colors(len(names))
 
-    def view(x: np.ndarray) -> np.ndarray:  # matplotlib's 3D axes are z-up
-        x = np.asarray(x, dtype=np.float64).reshape(-1, 3)
-        return x[:, [0, 2, 1]] if up_axis == "y" else x
-
-    pts, kps = view(points), view(keypoints)
+    pts, kps = plot_frame(points, up_axis), plot_frame(keypoints, up_axis)
     fig = plt.figure(figsize=(6.0, 5.2))
     ax = fig.add_subplot(1, 1, 1, projection="3d")
     ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=[(0.72, 0.72, 0.72)], s=2.0, linewidths=0, depthshade=False)
@@ -115,7 +115,7 @@ def render_keypoints_png(
     for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
         setter(c - half, c + half)
     ax.set_box_aspect((1, 1, 1))
-    ax.view_init(elev=20, azim=-60)
+    ax.view_init(elev=VIEW_ELEVATION, azim=VIEW_AZIMUTH)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=10)

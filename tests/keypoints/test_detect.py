@@ -12,7 +12,8 @@ from tests.conftest import make_cloud
 
 def test_result_fields_and_consistency(tiny_model, bank):
     cloud = make_cloud(600)
-    kps = detect_keypoints(cloud, ["leg end", "nose"], model=tiny_model, text=bank, max_instances=3)
+    kps = detect_keypoints(cloud, ["leg end", "nose"], model=tiny_model, text=bank, max_instances=3,
+                           min_probability=None, refine=False)
     assert isinstance(kps, Keypoints) and kps.mode == "zero_shot"
     assert kps.field.shape == (600, 2) and kps.points is not None and len(kps.points) == 600
     assert len(kps.indices) == len(kps.labels) == len(kps.scores) >= 2
@@ -48,16 +49,16 @@ def test_a_name_embedded_like_a_patch_finds_its_centre(tiny_model):
     cloud = make_cloud(700, seed=5)
     emb, centres = _patch_embeddings(tiny_model, cloud)
     j = 7
-    kps = detect_keypoints(cloud, ["here"], model=tiny_model, text=emb[[j]], max_instances=1)
+    kps = detect_keypoints(cloud, ["here"], model=tiny_model, text=emb[[j]], max_instances=1, refine=False)
     assert kps.of("here").tolist() == [centres[j]]
 
 
 def test_instances_are_geodesically_apart(tiny_model, bank):
     cloud = make_cloud(800, seed=1)
-    loose = detect_keypoints(cloud, ["wing tip"], model=tiny_model, text=bank, nms_radius=0.02,
-                             min_relative_score=0.0, max_instances=None)
-    kps = detect_keypoints(cloud, ["wing tip"], model=tiny_model, text=bank, nms_radius=0.15,
-                           min_relative_score=0.0, max_instances=None)
+    opts = dict(model=tiny_model, text=bank, min_relative_score=0.0, max_instances=None, min_probability=None,
+                refine=False)
+    loose = detect_keypoints(cloud, ["wing tip"], nms_radius=0.02, **opts)
+    kps = detect_keypoints(cloud, ["wing tip"], nms_radius=0.15, **opts)
     idx = kps.of("wing tip")
     assert 2 <= len(idx) < len(loose.of("wing tip"))  # the wider radius suppressed a peak
     d = geodesic_distances(cloud, idx, unreachable=np.inf)[:, idx]
@@ -66,8 +67,9 @@ def test_instances_are_geodesically_apart(tiny_model, bank):
 
 
 def test_mesh_input_is_sampled_and_saved(tiny_model, bank, chair, tmp_path):
-    kps = detect_keypoints(chair.mesh, ["leg end", "seat corner"], model=tiny_model, text=bank, num_points=1024)
-    assert kps.points.shape == (1024, 3)
+    kps = detect_keypoints(chair.mesh, ["leg end", "seat corner"], model=tiny_model, text=bank, num_points=1024,
+                           min_probability=None)
+    assert kps.points.shape == (1024, 3) and len(kps) >= 2 and kps.info["input"] == "mesh"
     _, dist, _ = trimesh.proximity.closest_point(chair.mesh, kps.positions)
     assert dist.max() < 1e-5
     d = kps.to_dict()
