@@ -158,19 +158,40 @@ def make_rig(rig: str, views: int, resolution: int):
     return pinhole_orbit_rig(azimuths_per_ring=(views - poles) // 3, resolution=resolution)
 
 
-def render_views(mesh: Any, *, views: int, resolution: int, renderer: str, up_axis: str, rig: str = "orthographic",
-                 camera: Any = None):
-    """The normalised mesh, its transform, the rig and the renders (data engine)."""
+@dataclass
+class Renders:
+    """A mesh rendered for lifting: every view, in the normalised frame, and the way back to the mesh's frame.
+
+    Attributes:
+        views: one :class:`RenderedView` per camera.
+        transform: ``(4, 4)`` from the input mesh's frame to the normalised one.
+        seconds: rendering time.
+    """
+
+    views: list[RenderedView]
+    transform: np.ndarray
+    seconds: float
+
+
+def render_views(mesh: Any, *, views: int = ZEROKEY_VIEWS, resolution: int = 512, renderer: str = "raycast",
+                 up_axis: str = "y", rig: str = "orthographic", camera: Any = None) -> Renders:
+    """Render ``mesh`` (a ``trimesh.Trimesh`` or a mesh file) once for any number of lifts (data engine);
+    the arguments are :func:`lift_keypoints`'."""
     from data_engine.cameras import make_rig as orbit_rig
     from data_engine.mesh import MeshConfig, check_mesh, normalize_mesh
     from data_engine.render import RenderConfig, make_renderer
 
+    t = time.perf_counter()
+    if isinstance(mesh, (str, os.PathLike)):
+        mesh = load_mesh(mesh)
     check_mesh(mesh, "lift_keypoints")
     # the whole shape inside the orthographic view volume (half-width 1) from every direction
     normalised, transform = normalize_mesh(mesh, MeshConfig(normalize="sphere", extent=0.95, up_axis=up_axis))
     cameras = orbit_rig(camera) if camera is not None else make_rig(rig, views, resolution)
     out = make_renderer(RenderConfig(backend=renderer)).render(normalised, cameras)
-    return normalised, transform, cameras, out
+    rendered = [RenderedView(i, out.rgb[i], out.depth[i], out.face_ids[i], cameras, normalised, transform)
+                for i in range(cameras.num_views)]
+    return Renders(rendered, transform, time.perf_counter() - t)
 
 
 def lift_keypoints(
@@ -190,6 +211,7 @@ def lift_keypoints(
     renderer: str = "raycast",
     up_axis: str = "y",
     camera: Any = None,
+    renders: Renders | None = None,
 ) -> LiftResult:
     """Lift a 2D pointer's answers on rendered views of ``mesh`` to 3D keypoints.
 
@@ -211,6 +233,8 @@ def lift_keypoints(
         renderer: ``"raycast"`` (no OpenGL) or ``"pyrender"``.
         up_axis: the mesh's up axis (rotated to y for the rig).
         camera: a :class:`data_engine.cameras.CameraConfig` replacing ``views`` / ``resolution`` / ``rig``.
+        renders: the mesh already rendered by :func:`render_views` (then ``mesh`` and the rendering arguments
+            are not used; ``seconds["render"]`` is 0).
     """
     names = validate_names(names)
     if patch_size < 1 or patch_size % 2 == 0:
@@ -221,18 +245,15 @@ def lift_keypoints(
         raise ValueError(f"min_cluster_share must lie in [0, 1], got {min_cluster_share}")
     if not callable(getattr(pointer, "point", None)):
         raise TypeError(f"pointer must have a point(image, name) method, got {type(pointer).__name__}")
-    if isinstance(mesh, (str, os.PathLike)):
-        mesh = load_mesh(mesh)
     sigma = patch_size / 3.0 if sigma is None else float(sigma)
     seconds = dict.fromkeys(("render", "pointer", "backproject", "cluster"), 0.0)
 
-    t = time.perf_counter()
-    normalised, transform, cameras, out = render_views(mesh, views=views, resolution=resolution, renderer=renderer,
-                                                       up_axis=up_axis, rig=rig, camera=camera)
-    seconds["render"] = time.perf_counter() - t
-    to_input = np.linalg.inv(transform)
-    rendered = [RenderedView(i, out.rgb[i], out.depth[i], out.face_ids[i], cameras, normalised, transform)
-                for i in range(cameras.num_views)]
+    if renders is None:
+        renders = render_views(mesh, views=views, resolution=resolution, renderer=renderer, up_axis=up_axis, rig=rig,
+                               camera=camera)
+        seconds["render"] = renders.seconds
+    to_input = np.linalg.inv(renders.transform)
+    rendered = renders.views
 
     result = LiftResult(names, {}, {}, {}, {}, {}, {}, seconds)
     for name in names:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from patchalign3d.api import _prepare, _resolve_model, segment, text_embeddings
 from patchalign3d.text import TextBank, TextEncoder, get_text_encoder, spec_from_meta
@@ -57,8 +58,7 @@ def name_probability(model: Any, cosines: np.ndarray) -> np.ndarray:
     """``sigmoid(scale * cos + bias)`` elementwise: the model's own answer to "does this patch show the name",
     with its learned logit scale and bias (the sigmoid loss it was trained with makes this a probability)."""
     scale = float(model.logit_scale(None).detach())
-    z = scale * np.asarray(cosines, dtype=np.float64) + logit_bias(model)
-    return 1.0 / (1.0 + np.exp(-z))
+    return expit(scale * np.asarray(cosines, dtype=np.float64) + logit_bias(model))
 
 
 @dataclass

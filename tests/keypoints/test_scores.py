@@ -122,3 +122,17 @@ def test_absent_names_follow_the_models_sigmoid(tiny_model, monkeypatch):
     assert both.absent == [] and len(both.of("elsewhere")) >= 1
     with pytest.raises(ValueError, match="min_probability"):
         detect_keypoints(cloud, ["here"], model=tiny_model, text=text[:1], min_probability=1.5)
+
+
+def test_the_sigmoid_bias_travels_with_the_model(tiny_model, tmp_path):
+    from patchalign3d.model.checkpoint import LIGHTNING_KEY, export_released, load_model
+
+    ckpt = {"state_dict": {**{f"model.{k}": v for k, v in tiny_model.state_dict().items()},
+                           "logit_bias": torch.tensor(-3.25)},
+            LIGHTNING_KEY: {"config": tiny_model.config.to_dict(), "stage": 2}}
+    torch.save(ckpt, tmp_path / "stage2.ckpt")
+    from_lightning = load_model(tmp_path / "stage2.ckpt")
+    assert from_lightning.logit_bias == -3.25
+    exported = load_model(export_released(from_lightning, tmp_path / "m.pt"))
+    assert exported.logit_bias == -3.25
+    assert name_probability(exported, np.array([0.0]))[0] == pytest.approx(1 / (1 + np.exp(3.25)))
