@@ -66,7 +66,6 @@ def _keypoints_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-points", type=int, default=2048, help="points sampled on a mesh's surface")
     p.add_argument("--nms-radius", type=float, default=0.1, help="geodesic suppression radius, fraction of the shape's diagonal")
     p.add_argument("--min-relative-score", type=float, default=None, help="peaks must reach this fraction of the field's range")
-    p.add_argument("--max-instances", type=int, default=8, help="at most this many keypoints per name (zero-shot)")
     _add_detector_args(p)
     p.add_argument("--up-axis", default="y", choices=("y", "z"))
     few = p.add_argument_group("few-shot")
@@ -96,6 +95,7 @@ def _add_detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-probability", type=_probability, default=DEFAULT_MIN_PROBABILITY,
                    help="zero-shot (and the feature pointer): a name whose best patch probability under the model's "
                         f"sigmoid stays below this is absent (default {DEFAULT_MIN_PROBABILITY}; 'none' asks every name)")
+    p.add_argument("--max-instances", type=int, default=8, help="at most this many keypoints per name (zero-shot)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
                    help="place zero-/few-shot keypoints at point resolution inside their patch (--no-refine: on patch centres)")
 
@@ -219,10 +219,11 @@ def _keypoints(args: argparse.Namespace) -> int:
             opts["pointer"] = MolmoPointer(args.molmo_model or "allenai/Molmo-7B-D-0924", device=args.device,
                                            trust_remote_code=args.trust_remote_code)
         elif oracle:
-            _, targets = read_keypoint_sidecar(path)
+            side = path.with_name(path.stem + ".parts.json")
+            targets = read_keypoint_sidecar(path)[1] if side.is_file() else {}
             if not targets:
                 raise ValueError(f"--pointer oracle projects the shape's own keypoints: {path.name} has no "
-                                 "'keypoints' in its .parts.json sidecar")
+                                 f"'keypoints' in a {side.name} sidecar (the demo's shapes have them)")
             opts["pointer"] = OraclePointer(targets)
         else:
             opts["pointer"] = FeaturePointer(model, text, num_points=args.num_points, min_probability=args.min_probability)
@@ -291,7 +292,7 @@ def _keypointnet(args: argparse.Namespace) -> int:
         model, text = _model_and_text(args)
     options: dict[str, Any] = {}
     if args.detector == "zero_shot":
-        options = {"min_probability": args.min_probability, "refine": args.refine}
+        options = {"min_probability": args.min_probability, "refine": args.refine, "max_instances": args.max_instances}
     elif args.detector == "few_shot":
         options = {"refine": args.refine}
     elif args.detector == "lift":

@@ -105,11 +105,12 @@ def render_keypoints_png(
     pts, kps = plot_frame(points, up_axis), plot_frame(keypoints, up_axis)
     fig = plt.figure(figsize=(6.0, 5.2))
     ax = fig.add_subplot(1, 1, 1, projection="3d")
+    ax.computed_zorder = False  # the markers stay on top of the cloud instead of being sorted into it by depth
     ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=[(0.72, 0.72, 0.72)], s=2.0, linewidths=0, depthshade=False)
     for p, n in zip(kps, keypoint_names):
         c = colors[names.index(n)]
-        ax.scatter([p[0]], [p[1]], [p[2]], c=[c], s=70, edgecolors="black", linewidths=0.8, depthshade=False)
-        ax.text(p[0], p[1], p[2], f" {n}", fontsize=7, color=c * 0.7)
+        ax.scatter([p[0]], [p[1]], [p[2]], c=[c], s=70, edgecolors="black", linewidths=0.8, depthshade=False, zorder=2)
+        ax.text(p[0], p[1], p[2], f" {n}", fontsize=7, color=c * 0.7, zorder=3)
     lo, hi = pts.min(0), pts.max(0)
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2 or 1.0
     for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):

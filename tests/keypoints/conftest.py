@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from patchalign3d.keypoints.keypointnet import DEFAULT_NAMES
 from patchalign3d.text import TextBank
 
 NAMES = ["leg end", "seat corner", "wheel centre", "wing tip", "nose"]
@@ -74,3 +75,45 @@ def kpnet(tmp_path) -> Path:
     for name, keys in split.items():
         (root / "splits" / f"{name}.txt").write_text("".join(k + "\n" for k in keys))
     return root
+
+
+def _patch_embeddings(model, cloud):
+    """The release pipeline by hand (as tests/test_api.py does): normalise, swap y/z, group, encode, project."""
+    x = cloud - cloud.mean(0)
+    x = torch.from_numpy((x / np.linalg.norm(x, axis=1).max())[:, [0, 2, 1]].astype(np.float32))[None]
+    with torch.no_grad():
+        p = model.group(x)
+        emb = torch.nn.functional.normalize(model.proj(model.encoder(p.neighborhood, p.centers)), dim=-1)
+    return emb[0].numpy(), p.center_idx[0].numpy()
+
+
+@pytest.fixture
+def known(tmp_path, tiny_model, monkeypatch):
+    """A KeypointNet folder whose answers are known by construction: one test chair whose two keypoints are the
+    centres of patches 3 and 20, a text bank whose two names are exactly those patches' embeddings (every other
+    chair name a random direction), and two train chairs identical to it (the few-shot support)."""
+    cloud = sphere_points(256, seed=4).astype(np.float32)
+    emb, centres = _patch_embeddings(tiny_model, cloud)
+    gt = [int(centres[3]), int(centres[20])]
+    root = tmp_path / "known"
+    entries, split = [], {"train": [], "val": [], "test": []}
+    for model_id, which in (("k0", "test"), ("s0", "train"), ("s1", "train")):
+        write_pcd(root / "pcds" / "03001627" / f"{model_id}.pcd", cloud)
+        split[which].append(f"03001627-{model_id}")
+        entries.append({"class_id": "03001627", "model_id": model_id, "keypoints": [
+            {"xyz": cloud[i].tolist(), "semantic_id": sem, "pcd_info": {"point_index": i}}
+            for i, sem in zip(gt, (0, 17))]})
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "chair.json").write_text(json.dumps(entries))
+    (root / "splits").mkdir()
+    for name, keys in split.items():
+        (root / "splits" / f"{name}.txt").write_text("".join(k + "\n" for k in keys))
+    names = sorted(set(DEFAULT_NAMES["chair"].values()))
+    rng = np.random.default_rng(0)
+    vectors = {n: rng.normal(size=emb.shape[1]) for n in names}
+    vectors[DEFAULT_NAMES["chair"][0]], vectors[DEFAULT_NAMES["chair"][17]] = emb[3], emb[20]
+    bank = TextBank(names, torch.nn.functional.normalize(torch.tensor(np.stack([vectors[n] for n in names]),
+                                                                      dtype=torch.float32), dim=-1), {})
+    # the model's sigmoid says yes only to a cosine near 1: the random names are absent
+    monkeypatch.setattr(tiny_model, "logit_bias", -0.9 * float(tiny_model.logit_scale(None).detach()), raising=False)
+    return root, bank

@@ -1,10 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 import torch
+import trimesh
 
 from data_engine.synthetic import write_dataset
 from patchalign3d.cli import main
+from patchalign3d.keypoints import KeypointNamer
 from patchalign3d.keypoints.keypointnet import DEFAULT_NAMES, KeypointNet
 from patchalign3d.model import patchalign3d_tiny
 from patchalign3d.model.checkpoint import export_released
@@ -22,7 +25,7 @@ def files(tmp_path):
 
 
 def test_zero_shot_json_and_png(files, tmp_path, capsys):
-    rc = main(["keypoints", "example:chair", "--names", "leg end, seat corner", *files,
+    rc = main(["keypoints", "example:chair", "--names", "leg end, seat corner", *files, "--min-probability", "none",
                "--json", str(tmp_path / "k.json"), "--png", str(tmp_path / "k.png")])
     assert rc == 0
     out = json.loads((tmp_path / "k.json").read_text())
@@ -32,29 +35,74 @@ def test_zero_shot_json_and_png(files, tmp_path, capsys):
     assert "zero_shot keypoints on 2048 points" in capsys.readouterr().out
 
 
+def _sidecar_keypoints(path):
+    return json.loads(path.with_name(path.stem + ".parts.json").read_text())["keypoints"]
+
+
+def _nearest_distances(found, truth):
+    found, truth = np.asarray(found, dtype=float).reshape(-1, 3), np.asarray(truth, dtype=float)
+    return np.linalg.norm(truth[:, None] - found[None], axis=-1).min(axis=1)
+
+
+def _annotated_samples(path, truth):
+    """What a support annotation means: the sample nearest each keypoint, of the 2048 seeded surface samples."""
+    samples, _ = trimesh.sample.sample_surface(trimesh.load(path, process=False), 2048, seed=0)
+    return samples[np.linalg.norm(samples[None] - np.asarray(truth)[:, None], axis=-1).argmin(axis=1)]
+
+
 def test_few_shot_from_demo_shapes_with_sidecars(files, tmp_path):
-    paths = write_dataset(tmp_path / "shapes", ["chair"], 3, seed=0)
-    rc = main(["keypoints", str(paths[2]), "--names", "leg end,seat corner", "--mode", "few_shot", *files,
+    paths = write_dataset(tmp_path / "shapes", ["chair"], 2, seed=0)
+    # the query is one of the supports: its annotated keypoints are found again exactly
+    rc = main(["keypoints", str(paths[0]), "--names", "leg end,seat corner", "--mode", "few_shot", *files, "--no-refine",
                "--support", str(paths[0]), "--support", str(paths[1]), "--json", str(tmp_path / "f.json")])
     assert rc == 0
     out = json.loads((tmp_path / "f.json").read_text())
     assert out["mode"] == "few_shot" and out["info"]["shots"] == 2
-    assert sum(k["name"] == "leg end" for k in out["keypoints"]) <= 4
+    truth = _sidecar_keypoints(paths[0])
+    for name in ("leg end", "seat corner"):
+        found = [k["position"] for k in out["keypoints"] if k["name"] == name]
+        assert len(found) == len(truth[name])
+        assert _nearest_distances(found, _annotated_samples(paths[0], truth[name])).max() < 1e-5, name
 
 
 def test_few_shot_from_a_json_support_file(files, tmp_path):
     paths = write_dataset(tmp_path / "shapes", ["table"], 2, seed=0)
-    side = json.loads(paths[0].with_name(paths[0].stem + ".parts.json").read_text())
+    legs = _sidecar_keypoints(paths[1])["leg end"]
     support = tmp_path / "support.json"
-    support.write_text(json.dumps([{"shape": str(paths[0]), "keypoints": {"leg end": side["keypoints"]["leg end"]}}]))
-    assert main(["keypoints", str(paths[1]), "--names", "leg end", "--mode", "few_shot", *files,
-                 "--support", str(support)]) == 0
+    support.write_text(json.dumps([{"shape": str(paths[1]), "keypoints": {"leg end": legs}}]))
+    assert main(["keypoints", str(paths[1]), "--names", "leg end", "--mode", "few_shot", *files, "--no-refine",
+                 "--support", str(support), "--json", str(tmp_path / "t.json")]) == 0
+    found = [k["position"] for k in json.loads((tmp_path / "t.json").read_text())["keypoints"]]
+    assert len(found) == len(legs) and _nearest_distances(found, _annotated_samples(paths[1], legs)).max() < 1e-5
 
 
-def test_lift_mode_runs_offline(files, tmp_path):
+def test_lift_with_the_oracle_pointer_offline(tmp_path, capsys):
+    path = write_dataset(tmp_path / "shapes", ["chair"], 1, seed=0)[0]
+    truth = _sidecar_keypoints(path)
+    assert main(["keypoints", str(path), "--names", "leg end,armrest end", "--mode", "lift", "--pointer", "oracle",
+                 "--views", "26", "--resolution", "160", "--json", str(tmp_path / "l.json")]) == 0
+    out = json.loads((tmp_path / "l.json").read_text())
+    assert out["info"]["pointer"] == "OraclePointer" and out["absent"] == ["armrest end"]
+    legs = [k["position"] for k in out["keypoints"] if k["name"] == "leg end"]
+    assert len(legs) == len(truth["leg end"]) == 4  # every instance (--all-clusters is the default)
+    diag = np.linalg.norm(np.ptp(np.asarray(truth["seat corner"] + truth["leg end"]), axis=0))
+    assert _nearest_distances(legs, truth["leg end"]).max() < 0.05 * diag
+    assert "absent (the pointer answered in no view): armrest end" in capsys.readouterr().out
+    assert main(["keypoints", str(path), "--names", "leg end", "--mode", "lift", "--pointer", "oracle", "--views",
+                 "26", "--resolution", "160", "--one-per-name", "--json", str(tmp_path / "one.json")]) == 0
+    assert len(json.loads((tmp_path / "one.json").read_text())["keypoints"]) == 1
+
+
+def test_lift_with_the_feature_pointer_runs_offline(files, tmp_path):
     assert main(["keypoints", "example:chair", "--names", "leg end", "--mode", "lift", *files, "--views", "12",
-                 "--resolution", "64", "--json", str(tmp_path / "l.json")]) == 0
+                 "--resolution", "64", "--min-probability", "none", "--json", str(tmp_path / "l.json")]) == 0
     assert json.loads((tmp_path / "l.json").read_text())["info"]["pointer"] == "FeaturePointer"
+
+
+def test_names_of_a_category_from_the_namer(files, tmp_path):
+    assert main(["keypoints", "example:chair", "--category", "chair", *files, "--min-probability", "none",
+                 "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["names"] == KeypointNamer().names("chair")
 
 
 @pytest.mark.parametrize(
@@ -64,6 +112,8 @@ def test_lift_mode_runs_offline(files, tmp_path):
         (["example:chair", "--names", "armrest tip"], "not in the text bank"),
         (["example:chair", "--names", "leg end, "], "blank part names"),
         (["example:chair", "--names", "leg end", "--mode", "few_shot"], "needs annotated examples"),
+        (["example:chair", "--category", "teapot"], "no keypoint names for the category 'teapot'"),
+        (["example:chair", "--names", "leg end", "--mode", "lift", "--pointer", "oracle"], "has no 'keypoints'"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(files, args, message, capsys):
@@ -85,10 +135,15 @@ def test_evaluate_keypointnet_with_predictions(kpnet, tmp_path, capsys):
     assert "1 shape(s) of the test split have no point cloud" in captured.err
 
 
-def test_evaluate_keypointnet_with_the_zero_shot_detector(kpnet, files, tmp_path):
-    assert main(["evaluate", "keypointnet", "--root", str(kpnet), "--categories", "chair,table", *files,
-                 "--markdown", str(tmp_path / "r.md")]) == 0
+def test_evaluate_keypointnet_with_the_zero_shot_detector(known, tiny_model, tmp_path):
+    root, bank = known  # tests/keypoints/conftest.py: names made from the keypoints' own patches
+    ckpt = export_released(tiny_model, tmp_path / "known.pt")  # carries the fixture's sigmoid bias
+    bank.save(tmp_path / "known_bank.pt")
+    assert main(["evaluate", "keypointnet", "--root", str(root), "--categories", "chair", "--split", "test",
+                 "--checkpoint", str(ckpt), "--text-bank", str(tmp_path / "known_bank.pt"), "--max-instances", "1",
+                 "--no-refine", "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]) == 0
     assert "patchalign3d zero_shot" in (tmp_path / "r.md").read_text()
+    assert json.loads((tmp_path / "r.json").read_text())["mean"]["0.00"] == 100.0
 
 
 def test_evaluate_keypointnet_errors(kpnet, tmp_path, capsys):
