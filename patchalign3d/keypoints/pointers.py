@@ -281,10 +281,13 @@ class OraclePointer:
             :func:`~patchalign3d.keypoints.lift_keypoints` (e.g. KeypointNet's annotated ``xyz``, or the demo
             shapes' sidecar keypoints). Names it does not know get no answer.
         tolerance: a target counts as visible when the rendered depth within one pixel of its projection is
-            within this of its own depth (units of the normalised mesh, whose bounding sphere has radius 0.95).
+            within this of its own depth (units of the normalised mesh, whose bounding sphere has radius 0.95:
+            the default 0.1 is 5 % of its size). A keypoint a little inside the surface it marks (the centre of a
+            hub inside its cap) is still pointed at, as a person pointing at the picture would; one behind
+            another part is not.
     """
 
-    def __init__(self, targets: Mapping[str, Any], *, tolerance: float = 0.02) -> None:
+    def __init__(self, targets: Mapping[str, Any], *, tolerance: float = 0.1) -> None:
         self.targets = {str(n): np.asarray(v, dtype=np.float64).reshape(-1, 3) for n, v in targets.items()}
         self.tolerance = float(tolerance)
 
