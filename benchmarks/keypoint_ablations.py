@@ -3,14 +3,18 @@
     python benchmarks/keypoint_ablations.py lift --demo DEMO_DIR [--kpnet ../shared/data/keypointnet] [--split val]
     python benchmarks/keypoint_ablations.py refine --demo DEMO_DIR [--kpnet ...] [--split val]
     python benchmarks/keypoint_ablations.py absence --demo DEMO_DIR [--split val]
+    python benchmarks/keypoint_ablations.py demo --demo DEMO_DIR
 
 - ``lift``: lifting with the perfect (oracle) pointer and with the feature pointer, every setting on the same
   renders: one keypoint per name against every cluster over a weight share; equation 3's readings
   (coverage, votes, constant); the orthographic orbit against the pinhole orbit with poles.
-- ``refine``: zero-shot and few-shot keypoints on the patch centres (``refine=False``) against point resolution:
-  the share of keypoints on patch centres and IoU at 0.01 ... 0.05; and the oracle cap (every ground-truth
-  keypoint's nearest patch centre, before and after the same refinement).
+- ``refine``: zero-shot (every shape) and few-shot (the shapes after each category's 3 support shapes) keypoints
+  on the patch centres (``refine=False``) against point resolution: the share of keypoints on patch centres and
+  IoU at 0.01 ... 0.05; and the oracle cap (every ground-truth keypoint's nearest patch centre, before and after
+  the same refinement).
 - ``absence``: zero-shot IoU and the names found absent for a sweep of ``min_probability``.
+- ``demo``: the demo's keypoint step again (its test splits, every method, lifting included) on a finished demo
+  folder's stage-2 checkpoint, as ``results.md`` shows it.
 
 Demo shapes are those of ``patchalign3d demo --out DEMO_DIR`` (``shapes/<split>``, each category's first 3 shapes
 the few-shot support, the rest scored), the model its stage-2 checkpoint; ``--kpnet`` adds the real KeypointNet
@@ -20,6 +24,7 @@ chair (its OBJ, ``.pcd`` and annotations in one frame). Figures are IoU in perce
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from patchalign3d.data.io import load_mesh
 from patchalign3d.keypoints import (
     FeaturePointer,
     KeypointPrototypes,
@@ -39,7 +45,14 @@ from patchalign3d.keypoints.lifting import render_views
 from patchalign3d.keypoints.metrics import THRESHOLDS, KeypointIoU
 from patchalign3d.keypoints.peaks import focus_on_peaks, peak_patches, refine_peaks, share_on_centers
 from patchalign3d.keypoints.scores import point_saliency, resolve_text, zero_shot_scores
-from patchalign3d.keypoints.synthetic import _load, _shapes_by_category
+from patchalign3d.keypoints.synthetic import (
+    DEMO_SPLITS,
+    _load,
+    _shapes_by_category,
+    absent_lines,
+    demo_keypoints,
+    summary_lines,
+)
 from patchalign3d.model.checkpoint import load_model
 
 SHOTS = 3
@@ -70,8 +83,6 @@ def kpnet_chair(root: Path):
     for sem, idx in shape.keypoints_by_semantic_id().items():
         gt.setdefault(names[sem], []).extend(idx.tolist())
     points = shape.points.astype(np.float32)
-    from patchalign3d.data.io import load_mesh
-
     return {"uid": shape.model_id, "category": "chair (KeypointNet)", "points": points, "mesh": load_mesh(shape.mesh_path),
             "gt": {n: np.unique(v) for n, v in gt.items()}, "keypoints": {n: points[v] for n, v in gt.items()},
             "centre": np.zeros(3), "diag": 1.0}
@@ -140,17 +151,18 @@ def ablate_refine(sets, model, bank) -> None:
         metrics = {k: KeypointIoU() for k in ("zero", "zero_refined", "few", "few_refined", "cap", "cap_refined")}
         on = {k: [] for k in metrics}
         for category, support, queries in groups:
+            zero_only = not support
             protos = {r: KeypointPrototypes(model, refine=r).fit([s["points"] for s in support],
                                                                  [s["gt"] for s in support]) if support else None
                       for r in (False, True)}
-            for s in queries:
+            for s in support + queries:  # zero-shot and the cap on every shape; few-shot on the queries
                 names = list(s["gt"])
                 gt = np.concatenate(list(s["gt"].values()))
                 for refine, key in ((False, "zero"), (True, "zero_refined")):
                     k = detect_keypoints(s["points"], names, model=model, text=bank, refine=refine, min_probability=None)
                     metrics[key].update(category, s["points"], np.unique(k.indices), gt)
                     on[key].append(k.info["on_patch_centres"])
-                if protos[False] is not None:
+                if not zero_only and not any(s is x for x in support):
                     known = [n for n in names if n in protos[False].support]
                     for refine, key in ((False, "few"), (True, "few_refined")):
                         k = protos[refine].predict(s["points"], known)
@@ -180,7 +192,7 @@ def ablate_absence(groups, model, bank) -> None:
         metric, counts = KeypointIoU(), np.zeros(4, int)
         for category, support, queries in groups:
             vocabulary = sorted({n for s in support + queries for n in s["gt"]})
-            for s in queries:
+            for s in support + queries:  # zero-shot needs no support: every shape is scored
                 k = detect_keypoints(s["points"], vocabulary, model=model, text=bank, min_probability=threshold)
                 metric.update(category, s["points"], np.unique(k.indices), np.concatenate(list(s["gt"].values())))
                 truly = [n not in s["gt"] for n in vocabulary]
@@ -192,7 +204,7 @@ def ablate_absence(groups, model, bank) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("lift", "refine", "absence"))
+    p.add_argument("what", choices=("lift", "refine", "absence", "demo"))
     p.add_argument("--demo", type=Path, default=None, help="a `patchalign3d demo --out` folder (model and shapes)")
     p.add_argument("--split", default="val", help="demo split of shapes (val: the one settings are chosen on)")
     p.add_argument("--kpnet", type=Path, default=None, help="a KeypointNet folder with the chair of shared/data")
@@ -202,6 +214,15 @@ def main() -> None:
     args = p.parse_args()
     t0 = time.perf_counter()
     model = demo_model(args.demo) if args.demo else None
+    if args.what == "demo":
+        if model is None:
+            sys.exit("demo needs --demo (a finished demo folder)")
+        sizes = json.loads((args.demo / "manifest.json").read_text())["shapes"]
+        report = demo_keypoints(model, {s: args.demo / "shapes" / s for s in DEMO_SPLITS},
+                                min(sizes["test_per_category"], sizes["heldout_per_category"]))
+        print("\n".join([*summary_lines(report, DEMO_SPLITS), "", *absent_lines(report, DEMO_SPLITS)]))
+        print(f"\n{time.perf_counter() - t0:.0f} s")
+        return
     groups = demo_shapes(args.demo, args.split, args.limit) if args.demo else []
     every = sorted({n for _, sup, qs in groups for s in sup + qs for n in s["gt"]})
     chair = kpnet_chair(args.kpnet) if args.kpnet else None
@@ -213,7 +234,7 @@ def main() -> None:
             sets.append(("KeypointNet chair", [(chair["category"], chair, list(chair["gt"]))]))
         if groups:
             sets.append((f"demo {args.split}", [(c, s, sorted({n for x in sup + qs for n in x["gt"]}))
-                                                for c, sup, qs in groups for s in qs]))
+                                                for c, sup, qs in groups for s in (sup + qs)[:args.limit]]))
         ablate_lift(sets, model, bank, args.resolution, args.patch_size)
     elif args.what == "refine":
         if model is None:
