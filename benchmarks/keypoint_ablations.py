@@ -7,11 +7,12 @@
 
 - ``lift``: lifting with the perfect (oracle) pointer and with the feature pointer, every setting on the same
   renders: one keypoint per name against every cluster over a weight share; equation 3's readings
-  (coverage, votes, constant); the orthographic orbit against the pinhole orbit with poles.
+  (votes, coverage, constant); the orthographic orbit against the pinhole orbit with poles.
 - ``refine``: zero-shot (every shape) and few-shot (the shapes after each category's 3 support shapes) keypoints
-  on the patch centres (``refine=False``) against point resolution: the share of keypoints on patch centres and
-  IoU at 0.01 ... 0.05; and the oracle cap (every ground-truth keypoint's nearest patch centre, before and after
-  the same refinement).
+  where their fields peak against moved up a plane fitted to 6, 12 or 24 patch centres
+  (:func:`~patchalign3d.keypoints.peaks.refine_peaks`): the share of keypoints on patch centres and IoU at
+  0.01 ... 0.10; and the oracle cap (every ground-truth keypoint's nearest patch centre, before and after the
+  same refinement).
 - ``absence``: zero-shot IoU and the names found absent for a sweep of ``min_probability``.
 - ``demo``: the demo's keypoint step again (its test splits, every method, lifting included) on a finished demo
   folder's stage-2 checkpoint, as ``results.md`` shows it.
@@ -43,8 +44,8 @@ from patchalign3d.keypoints import (
 from patchalign3d.keypoints.keypointnet import KeypointNet, keypoint_names_for
 from patchalign3d.keypoints.lifting import render_views
 from patchalign3d.keypoints.metrics import THRESHOLDS, KeypointIoU
-from patchalign3d.keypoints.peaks import focus_on_peaks, peak_patches, refine_peaks, share_on_centers
-from patchalign3d.keypoints.scores import point_saliency, resolve_text, zero_shot_scores
+from patchalign3d.keypoints.peaks import refine_peaks, share_on_centers
+from patchalign3d.keypoints.scores import resolve_text, zero_shot_scores
 from patchalign3d.keypoints.synthetic import (
     DEMO_SPLITS,
     _load,
@@ -102,16 +103,17 @@ def lifted(shape, names, pointer, renders, **options) -> tuple[np.ndarray, int]:
     return np.unique(cKDTree(shape["points"]).query(xyz)[1]), len(xyz)
 
 
-LIFT_SETTINGS = {
+LIFT_SETTINGS = {  # every other option at lift_keypoints' default (weighting "votes", share 0.05)
     "one per name": dict(all_clusters=False),
     "every cluster (share >= 0)": dict(min_cluster_share=0.0),
     "every cluster, share >= 0.02": dict(min_cluster_share=0.02),
     "every cluster, share >= 0.05 (default)": dict(min_cluster_share=0.05),
     "every cluster, share >= 0.10": dict(min_cluster_share=0.10),
     "every cluster, share >= 0.20": dict(min_cluster_share=0.20),
-    "weighting: votes": dict(weighting="votes"),
+    "weighting: coverage": dict(weighting="coverage"),
     "weighting: constant": dict(weighting="constant"),
 }
+PINHOLE_SETTINGS = ("one per name", "every cluster, share >= 0.05 (default)", "weighting: coverage")
 
 
 def ablate_lift(sets, model, bank, resolution: int, patch_size: int) -> None:
@@ -132,7 +134,7 @@ def ablate_lift(sets, model, bank, resolution: int, patch_size: int) -> None:
                         continue
                     pointer = pointer or OraclePointer(shape["keypoints"])
                     for s, opts in LIFT_SETTINGS.items():
-                        if rig == "pinhole" and s not in ("one per name", "every cluster, share >= 0.05 (default)"):
+                        if rig == "pinhole" and s not in PINHOLE_SETTINGS:
                             continue
                         pred, n = lifted(shape, vocabulary, pointer, renders, patch_size=patch_size, **opts)
                         metrics[p, s].update(category, shape["points"], pred, gt)
@@ -144,45 +146,55 @@ def ablate_lift(sets, model, bank, resolution: int, patch_size: int) -> None:
         sys.stdout.flush()
 
 
+FIT_SIZES = (6, 12, 24)  # patch centres each peak's plane is fitted to (12: the default)
+
+
+def _placements(points, peaks, labels, centers, centre_scores, group_size) -> dict[str, np.ndarray]:
+    """The peaks on their centres and refined with every plane size (a peak off the centres moves as well)."""
+    out = {"centres": peaks}
+    for size in FIT_SIZES:
+        out[f"fit {size}"] = refine_peaks(points, peaks, labels, centers, centre_scores, patch_size=group_size,
+                                          fit_centres=size)
+    return out
+
+
 def ablate_refine(sets, model, bank) -> None:
-    print("\n| shapes | method | on patch centres | IoU@0.01 | 0.02 | 0.03 | 0.04 | 0.05 | 0.10 |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| shapes | method | placement | on patch centres | IoU@0.01 | 0.02 | 0.03 | 0.04 | 0.05 | 0.10 |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
     thresholds = (0.01, 0.02, 0.03, 0.04, 0.05, 0.10)
+    group_size = model.config.group_size
     for label, groups in sets:
-        metrics = {k: KeypointIoU() for k in ("zero", "zero_refined", "few", "few_refined", "cap", "cap_refined")}
-        on = {k: [] for k in metrics}
+        metrics: dict[tuple[str, str], KeypointIoU] = {}
+        on: dict[tuple[str, str], list[float]] = {}
+
+        def score(method, category, s, gt, centers, placed):
+            for placement, pred in placed.items():
+                metrics.setdefault((method, placement), KeypointIoU()).update(category, s["points"], np.unique(pred), gt)
+                on.setdefault((method, placement), []).append(share_on_centers(pred, centers))
+
         for category, support, queries in groups:
-            zero_only = not support
-            protos = {r: KeypointPrototypes(model, refine=r).fit([s["points"] for s in support],
+            protos = KeypointPrototypes(model, refine=False).fit([s["points"] for s in support],
                                                                  [s["gt"] for s in support]) if support else None
-                      for r in (False, True)}
             for s in support + queries:  # zero-shot and the cap on every shape; few-shot on the queries
                 names = list(s["gt"])
                 gt = np.concatenate(list(s["gt"].values()))
-                for refine, key in ((False, "zero"), (True, "zero_refined")):
-                    k = detect_keypoints(s["points"], names, model=model, text=bank, refine=refine, min_probability=None)
-                    metrics[key].update(category, s["points"], np.unique(k.indices), gt)
-                    on[key].append(k.info["on_patch_centres"])
-                if not zero_only and not any(s is x for x in support):
-                    known = [n for n in names if n in protos[False].support]
-                    for refine, key in ((False, "few"), (True, "few_refined")):
-                        k = protos[refine].predict(s["points"], known)
-                        metrics[key].update(category, s["points"], np.unique(k.indices), gt)
-                        on[key].append(k.info["on_patch_centres"])
-                # the oracle cap: each ground-truth keypoint's nearest patch centre, then refined with the name's text
                 sc = zero_shot_scores(s["points"], names, model, bank)
-                centres = s["points"][sc.centers]
+                k = detect_keypoints(s["points"], names, model=model, text=bank, refine=False, min_probability=None)
+                score("zero-shot", category, s, gt, sc.centers,
+                      _placements(s["points"], k.indices, k.labels, sc.centers, sc.patch_cosines, group_size))
+                if protos is not None and not any(s is x for x in support):
+                    f = protos.predict(s["points"], [n for n in names if n in protos.support])
+                    score("few-shot", category, s, gt, sc.centers,
+                          _placements(s["points"], f.indices, f.labels, sc.centers, f.field[sc.centers], group_size))
+                # the oracle cap: each ground-truth keypoint's nearest patch centre, then refined with the name's field
                 labels = np.concatenate([np.full(len(v), names.index(n)) for n, v in s["gt"].items()])
-                peaks = sc.centers[np.linalg.norm(s["points"][gt][:, None] - centres[None], axis=-1).argmin(1)]
-                patches = peak_patches(s["points"], peaks, sc.centers)
-                sal = point_saliency(s["points"], sc.text, model=model,
-                                     focus=focus_on_peaks(len(sc.centers), patches, labels, len(names)))
-                refined = refine_peaks(peaks, labels, patches, sal)
-                for key, pred in (("cap", peaks), ("cap_refined", refined)):
-                    metrics[key].update(category, s["points"], np.unique(pred), gt)
-                    on[key].append(share_on_centers(pred, sc.centers))
-        for key, m in metrics.items():
+                peaks = sc.centers[np.linalg.norm(s["points"][gt][:, None] - s["points"][sc.centers][None], axis=-1).argmin(1)]
+                score("oracle cap", category, s, gt, sc.centers,
+                      _placements(s["points"], peaks, labels, sc.centers, sc.patch_cosines, group_size))
+        for (method, placement), m in metrics.items():
             if m.num_gt:
-                print(f"| {label} | {key} | {100 * np.nanmean(on[key]):.0f} % | {row(m, thresholds)} |")
+                print(f"| {label} | {method} | {placement} | {100 * np.nanmean(on[method, placement]):.0f} % | "
+                      f"{row(m, thresholds)} |")
         sys.stdout.flush()
 
 

@@ -7,7 +7,7 @@
 >>> names = KeypointNamer().names("chair")                                              # which names to ask
 
 Modules, bottom up: ``shapes`` (names, shape input, scale) and ``geodesic`` / ``metrics`` / ``cluster``;
-``scores`` (zero-shot field, probabilities, per-point saliency); ``peaks`` (peaks, point-resolution
+``scores`` (zero-shot field, probabilities); ``peaks`` (peaks, point-resolution
 placement); ``pointers``; ``lifting``; ``detect`` / ``fewshot``; ``namer``; ``keypointnet`` / ``benchmark`` /
 ``synthetic``; ``commands`` (CLI). Lifting renders with the data engine (``data_engine.cameras``,
 ``data_engine.render``), imported lazily.
@@ -33,7 +33,6 @@ from patchalign3d.keypoints.pointers import (
     parse_molmo_points,
 )
 from patchalign3d.keypoints.result import Keypoints
-from patchalign3d.keypoints.scores import PointSaliency, point_saliency
 
 __all__ = [
     "DEFAULT_NAMES",
@@ -48,7 +47,6 @@ __all__ = [
     "LiftResult",
     "MolmoPointer",
     "OraclePointer",
-    "PointSaliency",
     "Pointer2D",
     "PredictionsError",
     "RenderedView",
@@ -59,7 +57,6 @@ __all__ = [
     "knn_graph",
     "lift_keypoints",
     "parse_molmo_points",
-    "point_saliency",
     "read_predictions",
     "weighted_hdbscan",
 ]

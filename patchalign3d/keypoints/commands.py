@@ -96,12 +96,18 @@ def _add_detector_args(p: argparse.ArgumentParser) -> None:
                    help="zero-shot (and the feature pointer): a name whose best patch probability under the model's "
                         f"sigmoid stays below this is absent (default {DEFAULT_MIN_PROBABILITY}; 'none' asks every name)")
     p.add_argument("--max-instances", type=int, default=8, help="at most this many keypoints per name (zero-shot)")
-    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
-                   help="place zero-/few-shot keypoints at point resolution inside their patch (--no-refine: on patch centres)")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="move each peak inside its patch up the field's local plane: point resolution (default: on for "
+                        "zero-shot, whose peaks sit on patch centres; off for few-shot, whose field is finer already)")
+
+
+def _refine(args: argparse.Namespace) -> dict[str, bool]:
+    """``{"refine": ...}`` when --refine / --no-refine was given, else nothing (each detector's own default)."""
+    return {} if args.refine is None else {"refine": args.refine}
 
 
 def _add_lift_args(lift, *, oracle: str) -> None:
-    from patchalign3d.keypoints.lifting import DEFAULT_MIN_CLUSTER_SHARE, RIGS, WEIGHTINGS
+    from patchalign3d.keypoints.lifting import DEFAULT_MIN_CLUSTER_SHARE, DEFAULT_WEIGHTING, RIGS, WEIGHTINGS
 
     lift.add_argument("--pointer", default="feature", choices=("feature", "molmo", "oracle"),
                       help="'feature': this package's patch features, offline; 'molmo': Molmo through transformers; "
@@ -112,8 +118,9 @@ def _add_lift_args(lift, *, oracle: str) -> None:
     lift.add_argument("--resolution", type=int, default=512)
     lift.add_argument("--rig", default="orthographic", choices=RIGS,
                       help="'orthographic': the data engine's orbit; 'pinhole': rings of views plus top and bottom (ZeroKey's)")
-    lift.add_argument("--weighting", default="coverage", choices=WEIGHTINGS,
-                      help="equation 3 read as each answer's patch coverage, as votes across views, or constant")
+    lift.add_argument("--weighting", default=DEFAULT_WEIGHTING, choices=WEIGHTINGS,
+                      help="equation 3 read as each answer's patch coverage, as votes across views, or constant "
+                           f"(default {DEFAULT_WEIGHTING})")
     clusters = lift.add_mutually_exclusive_group()
     clusters.add_argument("--all-clusters", dest="all_clusters", action="store_true", default=True,
                           help="every instance of a name: each cluster holding at least --min-cluster-share of the "
@@ -199,17 +206,17 @@ def _keypoints(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = dict(model=model, text=text, num_points=args.num_points)
     if args.mode == "zero_shot":
         opts.update(nms_radius=args.nms_radius, max_instances=args.max_instances, up_axis=args.up_axis,
-                    min_probability=args.min_probability, refine=args.refine)
+                    min_probability=args.min_probability, **_refine(args))
         if args.min_relative_score is not None:
             opts["min_relative_score"] = args.min_relative_score
     elif args.mode == "few_shot":
         if args.prototypes:
             protos = KeypointPrototypes.load(args.prototypes, model)
-            protos.refine = args.refine
+            protos.refine = _refine(args).get("refine", protos.refine)
         elif args.support:
             extra = {"min_relative_score": args.min_relative_score} if args.min_relative_score is not None else {}
             protos = KeypointPrototypes(model, features=args.features, variant=args.variant, nms_radius=args.nms_radius,
-                                        up_axis=args.up_axis, refine=args.refine, **extra)
+                                        up_axis=args.up_axis, **_refine(args), **extra)
             protos.fit(*read_support(args.support), num_points=args.num_points)
         else:
             raise ValueError("--mode few_shot needs annotated examples: --support FILE (repeat) or --prototypes FILE")
@@ -292,9 +299,9 @@ def _keypointnet(args: argparse.Namespace) -> int:
         model, text = _model_and_text(args)
     options: dict[str, Any] = {}
     if args.detector == "zero_shot":
-        options = {"min_probability": args.min_probability, "refine": args.refine, "max_instances": args.max_instances}
+        options = {"min_probability": args.min_probability, "max_instances": args.max_instances, **_refine(args)}
     elif args.detector == "few_shot":
-        options = {"refine": args.refine}
+        options = _refine(args)
     elif args.detector == "lift":
         options = {**_lift_options(args), "min_probability": args.min_probability}
     molmo = {"model_id": args.molmo_model, "device": args.device, "trust_remote_code": args.trust_remote_code}

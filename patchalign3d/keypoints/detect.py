@@ -13,8 +13,9 @@ are exactly segmentation's). Then, per name:
 2. **peaks**: the field's local maxima on the 20-nearest-neighbour graph whose score reaches
    ``min_relative_score`` of the field's range, thinned by geodesic non-maximum suppression (a name may have
    several instances: four leg ends);
-3. **point resolution** (``refine=True``): each peak, a patch centre, moves to the member of its patch that
-   most makes the patch answer to the name (:func:`~patchalign3d.keypoints.peaks.refine_peaks`).
+3. **point resolution** (``refine=True``): each peak, a patch centre, moves inside its patch to where a plane
+   fitted to the name's scores at the nearest patch centres is highest
+   (:func:`~patchalign3d.keypoints.peaks.refine_peaks`).
 """
 
 from __future__ import annotations
@@ -27,23 +28,16 @@ import numpy as np
 from patchalign3d.api import _resolve_model
 from patchalign3d.keypoints.geodesic import knn_graph
 from patchalign3d.keypoints.lifting import lift_to_keypoints
-from patchalign3d.keypoints.peaks import (
-    dedupe,
-    focus_on_peaks,
-    peak_patches,
-    pick_peaks,
-    refine_peaks,
-    share_on_centers,
-)
+from patchalign3d.keypoints.peaks import dedupe, pick_peaks, refine_peaks, share_on_centers
 from patchalign3d.keypoints.result import Keypoints
-from patchalign3d.keypoints.scores import point_saliency, zero_shot_scores
+from patchalign3d.keypoints.scores import zero_shot_scores
 from patchalign3d.keypoints.shapes import as_shape, diagonal, validate_names
 from patchalign3d.precision import DEFAULT_DTYPE
 
 MODES = ("zero_shot", "few_shot", "lift")
 #: Default absence threshold on a name's best patch probability, chosen on the demo's validation shapes
 #: (BENCHMARKS.md, "Absent names").
-DEFAULT_MIN_PROBABILITY = 0.5
+DEFAULT_MIN_PROBABILITY = 0.1
 
 
 def detect_keypoints(
@@ -117,10 +111,8 @@ def detect_keypoints(
                                  min_relative_score=min_relative_score, max_instances=max_instances, present=present)
     on_centres = share_on_centers(indices, scores.centers)
     if refine and len(indices):
-        patches = peak_patches(points, indices, scores.centers)
-        saliency = point_saliency(points, scores.text, model=model,
-                                  focus=focus_on_peaks(len(scores.centers), patches, labels, len(names)), **options)
-        indices = refine_peaks(indices, labels, patches, saliency)
+        indices = refine_peaks(points, indices, labels, scores.centers, scores.patch_cosines,
+                               patch_size=model.config.group_size)
         indices, labels = dedupe(indices, labels)
     return Keypoints(
         names=names, points=points, field=scores.field.astype(np.float32), indices=indices, labels=labels,

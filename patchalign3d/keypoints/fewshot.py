@@ -12,9 +12,12 @@ on average. Two ways of scoring:
 
 Encoder tokens (default) did better there than the text-space embeddings (60.6 against 55.2).
 
-With ``refine=True`` (default) each peak then moves inside its patch to the member that most makes the patch
-match the support features it matched (:func:`~patchalign3d.keypoints.peaks.refine_peaks`): keypoints at
-point resolution, not only on patch centres.
+The field is already at point resolution (a point's feature is interpolated from its patches', and its best
+match is not linear in them): most few-shot peaks (73 % on the demo's validation shapes) lie off the patch
+centres. ``refine=True`` moves each peak
+further, inside its patch, up a plane fitted to the field at the nearest patch centres
+(:func:`~patchalign3d.keypoints.peaks.refine_peaks`, as zero-shot does); on the demo's validation shapes that
+gained at 0.01-0.02 and lost at 0.04-0.05 (BENCHMARKS.md, "Point resolution"), so it is off by default.
 """
 
 from __future__ import annotations
@@ -29,16 +32,8 @@ import torch
 
 from patchalign3d.api import _resolve_model, point_features
 from patchalign3d.keypoints.geodesic import knn_graph
-from patchalign3d.keypoints.peaks import (
-    dedupe,
-    focus_on_peaks,
-    peak_patches,
-    pick_peaks,
-    refine_peaks,
-    share_on_centers,
-)
+from patchalign3d.keypoints.peaks import dedupe, pick_peaks, refine_peaks, share_on_centers
 from patchalign3d.keypoints.result import Keypoints
-from patchalign3d.keypoints.scores import point_saliency
 from patchalign3d.keypoints.shapes import as_shape, diagonal
 from patchalign3d.precision import DEFAULT_DTYPE
 
@@ -73,7 +68,8 @@ class KeypointPrototypes:
         variant: ``"nearest"`` or ``"prototype"`` (see the module docstring).
         nms_radius: geodesic suppression radius, a fraction of the shape's bounding-box diagonal.
         min_relative_score: a peak must reach ``min + r * (max - min)`` of its name's field.
-        refine: place keypoints at point resolution inside their patch (False: where the field peaks).
+        refine: move each peak inside its patch up the field's local plane (default False: where the field peaks,
+            already off the patch centres for most; see the module docstring).
         normalize, up_axis, device, dtype: as in :func:`patchalign3d.segment`.
 
     >>> protos = KeypointPrototypes(model).fit([cloud_a, cloud_b, cloud_c], [{"leg end": [3, 97, 410, 1020]}, ...])
@@ -88,7 +84,7 @@ class KeypointPrototypes:
         variant: str = "nearest",
         nms_radius: float = 0.1,
         min_relative_score: float = 0.5,
-        refine: bool = True,
+        refine: bool = False,
         normalize: bool = True,
         up_axis: str = "y",
         device: str | None = None,
@@ -196,7 +192,9 @@ class KeypointPrototypes:
         centers = np.asarray([int(np.argmin(((points - c) ** 2).sum(1))) for c in pf.patch_centers], dtype=np.int64)
         on_centres = share_on_centers(indices, centers)
         if self.refine and len(indices):
-            indices, labels = self._refine(points, feats, names, indices, labels, centers, seed)
+            indices = refine_peaks(points, indices, labels, centers, field[centers],
+                                   patch_size=self._model().config.group_size)
+            indices, labels = dedupe(indices, labels)
         return Keypoints(
             names=names, points=points, field=field.astype(np.float32), indices=indices, labels=labels,
             scores=field[indices, labels].astype(np.float32), mode="few_shot",
@@ -204,23 +202,6 @@ class KeypointPrototypes:
                   "instances": {n: self.instances[n] for n in names}, "refine": self.refine,
                   "peaks_on_patch_centres": on_centres, "on_patch_centres": share_on_centers(indices, centers)},
         )
-
-    def _refine(self, points, feats, names, indices, labels, centers, seed) -> tuple[np.ndarray, np.ndarray]:
-        """Peaks moved to point resolution: per name, the direction is the mean of the support features its
-        peaks matched (the prototype for ``variant="prototype"``)."""
-        directions = []
-        for k, n in enumerate(names):
-            sup = self.support[n]
-            at = feats[indices[labels == k]]
-            matched = sup[(at @ sup.T).argmax(axis=1)] if self.variant == "nearest" and len(at) else sup
-            d = matched.mean(axis=0)
-            directions.append(d / (np.linalg.norm(d) or 1.0))
-        patches = peak_patches(points, indices, centers)
-        focus = focus_on_peaks(len(centers), patches, labels, len(names))
-        saliency = point_saliency(points, np.stack(directions), model=self._model(), space=self.features,
-                                  focus=focus, seed=seed, normalize=self.options["normalize"],
-                                  up_axis=self.options["up_axis"], device=self.options["device"])
-        return dedupe(refine_peaks(indices, labels, patches, saliency), labels)
 
     # -- files ----------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -241,7 +222,7 @@ class KeypointPrototypes:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             protos = cls(model, features=state["features"], variant=state["variant"], nms_radius=state["nms_radius"],
-                         min_relative_score=state["min_relative_score"], refine=bool(state.get("refine", True)),
+                         min_relative_score=state["min_relative_score"], refine=bool(state.get("refine", False)),
                          **state["options"])
             protos.support = {n: v.numpy() for n, v in state["support"].items()}
             protos.instances = {n: int(v) for n, v in state["instances"].items()}

@@ -20,7 +20,8 @@ a set ``N_ij`` of answers whose patch contains the answer ``p_ij``. Two readings
   much of the patch lies on the surface, near the answer.
 - ``"votes"``: the sum runs over the answers for the same name in every view whose patch contains the
   answer's 3D point, projected there (where that view sees it); an answer confirmed by many views weighs more.
-  The paper's "sum over views" and its finding that constant weights hurt badly fit this reading.
+  The paper's "sum over views" and its finding that constant weights hurt badly fit this reading. The
+  default: on the demo's validation shapes it placed the oracle's and the feature pointer's keypoints best.
 - ``"constant"``: every answer weighs 1 (the paper's "binary back-projection" ablation).
 
 The data engine (rig and renderer) is imported lazily: ``patchalign3d`` does not depend on it otherwise.
@@ -47,6 +48,9 @@ from patchalign3d.keypoints.shapes import as_shape, diagonal, validate_names
 #: ZeroKey's default number of views.
 ZEROKEY_VIEWS = 26
 WEIGHTINGS = ("coverage", "votes", "constant")
+#: Equation 3's reading used by default, chosen on the demo's validation shapes with the oracle and the feature
+#: pointers (BENCHMARKS.md, "Lifting").
+DEFAULT_WEIGHTING = "votes"
 RIGS = ("orthographic", "pinhole")
 #: Default share of a name's candidate weight a cluster must hold to be a keypoint, chosen with the perfect
 #: pointer on the demo's validation shapes (BENCHMARKS.md, "Lifting").
@@ -144,7 +148,7 @@ def vote_weights(points: np.ndarray, answers: Sequence[tuple[int, float, float]]
 
 def make_rig(rig: str, views: int, resolution: int):
     """The rig of ``lift_keypoints``: the data engine's orthographic orbit, or its pinhole orbit with poles."""
-    from data_engine.cameras import ZEROKEY_NUM_VIEWS, CameraConfig, pinhole_orbit_rig
+    from data_engine.cameras import CameraConfig, pinhole_orbit_rig
     from data_engine.cameras import make_rig as orbit_rig
 
     if rig not in RIGS:
@@ -154,7 +158,7 @@ def make_rig(rig: str, views: int, resolution: int):
     poles = 2
     if (views - poles) % 3 or views < 3 + poles:
         raise ValueError(f"the pinhole rig has 3 rings of equal size plus 2 pole views: views must be 3 n + 2 "
-                         f"(ZeroKey: {ZEROKEY_NUM_VIEWS}), got {views}")
+                         f"(ZeroKey: {ZEROKEY_VIEWS}), got {views}")
     return pinhole_orbit_rig(azimuths_per_ring=(views - poles) // 3, resolution=resolution)
 
 
@@ -206,7 +210,7 @@ def lift_keypoints(
     min_cluster_size: int = 10,
     all_clusters: bool = True,
     min_cluster_share: float = DEFAULT_MIN_CLUSTER_SHARE,
-    weighting: str = "coverage",
+    weighting: str = DEFAULT_WEIGHTING,
     rig: str = "orthographic",
     renderer: str = "raycast",
     up_axis: str = "y",

@@ -1,10 +1,10 @@
 """Keypoints from score fields: geodesic peaks of a per-point field, then placed at point resolution.
 
 A field interpolated from patch centres peaks on the centres (a point at a centre takes that patch's score
-whole), so peaks alone can only land on the ~128 centres of a 2048-point cloud. :func:`refine_peaks` moves
-each peak to the member of its patch with the highest positive saliency for the peak's name
-(:func:`~patchalign3d.keypoints.scores.point_saliency`): the point whose position most makes the patch answer
-to the name. A patch none of whose members has a positive saliency keeps its centre.
+whole), so peaks alone can only land on the ~128 centres of a 2048-point cloud. :func:`refine_peaks` fits a
+plane to the name's scores at the patch centres nearest each peak and moves the peak, inside its patch, to the
+member where that plane is highest: the field rises towards the keypoint (a leg end's score rises towards the
+tip) and the peak follows it to the edge of its patch. A peak whose plane is flat stays where it is.
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from patchalign3d.keypoints.geodesic import geodesic_nms
-from patchalign3d.keypoints.scores import PointSaliency
+
+#: Patch centres whose scores a peak's plane is fitted to: the nearest ones to the peak, its own included (chosen
+#: on the demo's validation shapes, BENCHMARKS.md, "Point resolution").
+FIT_CENTRES = 12
 
 
 def pick_peaks(
@@ -51,33 +55,43 @@ def pick_peaks(
     return np.concatenate(indices), np.concatenate(labels)
 
 
-def peak_patches(points: np.ndarray, indices: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """``(M,)`` the patch (row of ``centers``) whose centre is nearest each peak point."""
-    if len(indices) == 0:
-        return np.zeros(0, dtype=np.int64)
-    d = ((points[indices][:, None, :] - points[centers][None, :, :]) ** 2).sum(-1)
-    return d.argmin(axis=1).astype(np.int64)
+def refine_peaks(
+    points: np.ndarray,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    centers: np.ndarray,
+    centre_scores: np.ndarray,
+    *,
+    patch_size: int,
+    fit_centres: int = FIT_CENTRES,
+) -> np.ndarray:
+    """``(M,)`` peaks placed at point resolution (module docstring).
 
-
-def focus_on_peaks(num_patches: int, patches: np.ndarray, labels: np.ndarray, num_names: int) -> np.ndarray:
-    """``(G, K)`` weights: 1 at each name's peak patches, 0 elsewhere (what :func:`point_saliency` differentiates)."""
-    focus = np.zeros((num_patches, num_names), dtype=np.float32)
-    focus[patches, labels] = 1.0
-    return focus
-
-
-def refine_peaks(indices: np.ndarray, labels: np.ndarray, patches: np.ndarray, saliency: PointSaliency) -> np.ndarray:
-    """``(M,)`` refined point indices: each peak on a patch centre moves to its patch's member of highest
-    positive saliency for its label (``saliency`` computed with :func:`focus_on_peaks`); without one it stays.
-    A peak off the centres was already placed at point resolution by its field and stays too."""
+    Args:
+        points: ``(N, 3)`` the cloud.
+        indices, labels: ``(M,)`` each peak's point and name.
+        centers: ``(G,)`` the patch centres' indices in ``points``.
+        centre_scores: ``(G, K)`` each name's score at each patch centre.
+        patch_size: points per patch: a peak's patch is the ``patch_size`` points nearest it (the model's kNN
+            grouping, exactly so for a peak on a centre).
+        fit_centres: how many of the centres nearest the peak the plane is fitted to.
+    """
     out = np.asarray(indices, dtype=np.int64).copy()
-    for m, (g, k) in enumerate(zip(patches, labels)):
-        if out[m] != saliency.centers[g]:
-            continue
-        s = saliency.member_saliency[g, :, k]
-        best = int(np.argmax(s))
-        if s[best] > 0:
-            out[m] = saliency.members[g, best]
+    if len(out) == 0:
+        return out
+    scores = np.asarray(centre_scores, dtype=np.float64)
+    tree, centre_tree = cKDTree(points), cKDTree(points[centers])
+    fit, size = min(fit_centres, len(centers)), min(patch_size, len(points))
+    for m, (i, k) in enumerate(zip(out.tolist(), np.asarray(labels).tolist())):
+        here = np.asarray(points[i], dtype=np.float64)
+        near = np.atleast_1d(centre_tree.query(here, fit)[1])
+        design = np.c_[np.ones(len(near)), points[centers[near]] - here]
+        slope = np.linalg.lstsq(design, scores[near, k], rcond=None)[0][1:]
+        members = np.atleast_1d(tree.query(here, size)[1])
+        rise = (points[members] - here) @ slope
+        best = int(np.argmax(rise))
+        if rise[best] > 1e-9 * (np.abs(scores[near, k]).max() + 1e-12):  # a flat plane: stay
+            out[m] = members[best]
     return out
 
 

@@ -89,7 +89,7 @@ def test_zero_shot_detector_finds_the_keypoints_its_names_were_made_from(known, 
 def test_few_shot_detector_uses_train_support(known, kpnet, tiny_model):
     root, _ = known
     report = evaluate_keypointnet(root, categories="chair", model=tiny_model, detector="few_shot", shots=2,
-                                  detector_options={"refine": False}, progress=False)
+                                  progress=False)
     assert report["support"] == ["03001627-s0", "03001627-s1"]
     assert report["mean"]["0.00"] == 100.0  # the support shapes are the test shape: found exactly
     with pytest.raises(FileNotFoundError, match="few-shot needs 3 annotated chair shapes"):

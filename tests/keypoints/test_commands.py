@@ -53,7 +53,7 @@ def _annotated_samples(path, truth):
 def test_few_shot_from_demo_shapes_with_sidecars(files, tmp_path):
     paths = write_dataset(tmp_path / "shapes", ["chair"], 2, seed=0)
     # the query is one of the supports: its annotated keypoints are found again exactly
-    rc = main(["keypoints", str(paths[0]), "--names", "leg end,seat corner", "--mode", "few_shot", *files, "--no-refine",
+    rc = main(["keypoints", str(paths[0]), "--names", "leg end,seat corner", "--mode", "few_shot", *files,
                "--support", str(paths[0]), "--support", str(paths[1]), "--json", str(tmp_path / "f.json")])
     assert rc == 0
     out = json.loads((tmp_path / "f.json").read_text())
@@ -70,7 +70,7 @@ def test_few_shot_from_a_json_support_file(files, tmp_path):
     legs = _sidecar_keypoints(paths[1])["leg end"]
     support = tmp_path / "support.json"
     support.write_text(json.dumps([{"shape": str(paths[1]), "keypoints": {"leg end": legs}}]))
-    assert main(["keypoints", str(paths[1]), "--names", "leg end", "--mode", "few_shot", *files, "--no-refine",
+    assert main(["keypoints", str(paths[1]), "--names", "leg end", "--mode", "few_shot", *files,
                  "--support", str(support), "--json", str(tmp_path / "t.json")]) == 0
     found = [k["position"] for k in json.loads((tmp_path / "t.json").read_text())["keypoints"]]
     assert len(found) == len(legs) and _nearest_distances(found, _annotated_samples(paths[1], legs)).max() < 1e-5

@@ -1,14 +1,12 @@
-"""Per-name probabilities and per-point saliency, against hand computations through the plain forward pass."""
-
-import copy
+"""Per-name probabilities and point-resolution placement, against hand computations."""
 
 import numpy as np
 import pytest
 import torch
 
-from patchalign3d.keypoints import detect_keypoints, point_saliency
-from patchalign3d.keypoints.peaks import focus_on_peaks, peak_patches, refine_peaks
-from patchalign3d.keypoints.scores import PointSaliency, name_probability
+from patchalign3d.keypoints import detect_keypoints
+from patchalign3d.keypoints.peaks import refine_peaks
+from patchalign3d.keypoints.scores import name_probability
 from tests.conftest import make_cloud
 
 
@@ -18,12 +16,6 @@ def _frame(cloud, dtype=torch.float32):
     return torch.from_numpy((x / np.linalg.norm(x, axis=1).max())[:, [0, 2, 1]].astype(np.float32)).to(dtype)[None]
 
 
-def _patch_cosines(model, neighborhood, centers, direction):
-    with torch.no_grad():
-        emb = torch.nn.functional.normalize(model.proj(model.encoder(neighborhood, centers)), dim=-1)
-    return (emb[0] @ torch.as_tensor(direction, dtype=emb.dtype)).numpy()
-
-
 def _embeddings(model, cloud):
     with torch.no_grad():
         p = model.group(_frame(cloud, next(model.parameters()).dtype))
@@ -31,74 +23,53 @@ def _embeddings(model, cloud):
     return p, emb[0].numpy()
 
 
-def test_saliency_is_the_finite_difference_of_pulling_a_member_to_its_centre(tiny_model):
-    cloud = make_cloud(500, seed=3)
-    tiny_model = copy.deepcopy(tiny_model).double()  # finite differences need the digits
-    patches, emb = _embeddings(tiny_model, cloud)
-    g = 5
-    direction = emb[g] + 0.3 * emb[9]
-    direction = direction / np.linalg.norm(direction)
-    focus = np.zeros((len(emb), 1))
-    focus[g] = 1.0
-    sal = point_saliency(cloud, direction[None], model=tiny_model, focus=focus)
-    base = _patch_cosines(tiny_model, patches.neighborhood, patches.centers, direction)[g]
-    eps, fd = 1e-4, []
-    for s in range(patches.neighborhood.shape[2]):
-        moved = patches.neighborhood.clone()
-        moved[0, g, s] *= 1 - eps  # member s a little closer to its centre
-        fd.append((base - _patch_cosines(tiny_model, moved, patches.centers, direction)[g]) / eps)
-    fd = np.asarray(fd)
-    assert sal.members[g].tolist() == patches.member_idx[0, g].tolist()
-    assert np.abs(fd).max() > 1e-6  # the members do move the score
-    np.testing.assert_allclose(sal.member_saliency[g, :, 0], fd, atol=0.02 * np.abs(fd).max())
-    assert int(np.argmax(sal.member_saliency[g, :, 0])) == int(np.argmax(fd))
-    # the whole-cloud map sums every patch's member saliency per point
-    assert sal.saliency.shape == (500, 1) and sal.cosines.shape == (len(emb), 1)
-    assert sal.cosines[g, 0] == pytest.approx(base, abs=1e-9)
+def _grid():
+    """An 11 x 11 grid of step 0.1 in the z = 0 plane; every other row and column a patch centre."""
+    xy = np.stack(np.meshgrid(np.arange(11) / 10, np.arange(11) / 10, indexing="ij"), -1).reshape(-1, 2)
+    points = np.c_[xy, np.zeros(len(xy))]
+    centers = np.flatnonzero((np.rint(xy * 10) % 2 == 0).all(axis=1))
+    return points, centers
 
 
-def test_refinement_moves_a_centre_peak_to_its_most_salient_member():
-    members = np.array([[10, 11, 12], [20, 21, 22]])
-    sal = PointSaliency(saliency=np.zeros((30, 2)), members=members, centers=np.array([10, 20]),
-                        cosines=np.zeros((2, 2)),
-                        member_saliency=np.array([[[0.0, 0.0], [0.2, -1.0], [0.5, -2.0]],
-                                                  [[0.0, 0.0], [-0.1, 0.3], [-0.2, 0.1]]]))
-    # peak 0 (name 0, patch 0) -> member 12; peak 1 (name 0, patch 1): no positive saliency, stays on its centre;
-    # peak 2 (name 1, patch 1) -> member 21; peak 3 sits off the centre (already at point resolution): stays
-    out = refine_peaks(np.array([10, 20, 20, 11]), np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]), sal)
-    assert out.tolist() == [12, 20, 21, 11]
-    points = np.zeros((30, 3))
-    points[[10, 20], 0] = [0.0, 1.0]
-    points[11, 0], points[21, 0] = 0.1, 0.9
-    assert peak_patches(points, np.array([11, 21, 20]), np.array([10, 20])).tolist() == [0, 1, 1]
-    assert focus_on_peaks(2, np.array([1]), np.array([1]), 2).tolist() == [[0, 0], [0, 1]]
+def _at(points, x, y):
+    return int(np.flatnonzero(np.isclose(points[:, 0], x) & np.isclose(points[:, 1], y))[0])
 
 
-def test_detection_refines_each_peak_to_its_most_salient_patch_member(tiny_model, bank):
+def test_refinement_follows_the_fitted_plane_to_the_edge_of_the_patch():
+    points, centers = _grid()
+    x, y = points[centers, 0], points[centers, 1]
+    # name 0 rises towards +x+y, name 1 towards -x-y (steeper in y), name 2 is flat everywhere
+    scores = np.stack([2 * x + y, -0.5 * x - y, np.full_like(x, 0.5)], axis=1)
+    peaks = np.array([_at(points, 0.4, 0.4), _at(points, 0.4, 0.4), _at(points, 0.6, 0.6), _at(points, 0.5, 0.3)])
+    labels = np.array([0, 1, 2, 0])
+    # a patch of 9 points is the 3 x 3 block around the peak: the plane's highest member is its corner uphill
+    out = refine_peaks(points, peaks, labels, centers, scores, patch_size=9)
+    assert out.tolist() == [_at(points, 0.5, 0.5), _at(points, 0.3, 0.3), _at(points, 0.6, 0.6), _at(points, 0.6, 0.4)]
+    # a patch of 5 points (the peak and its 4 edge neighbours): uphill along +x wins for name 0 (2 > 1)
+    out = refine_peaks(points, peaks[:1], labels[:1], centers, scores, patch_size=5)
+    assert out.tolist() == [_at(points, 0.5, 0.4)]
+    # a curved field, the plane fitted to the 9 centres around the peak (its own and its 8 neighbours on the centre
+    # grid): the curvature is symmetric about y = 0.4, so the plane is x + const and the peak moves along +x
+    curved = np.stack([x - 3 * (y - 0.4) ** 2], axis=1)
+    assert refine_peaks(points, peaks[:1], np.array([0]), centers, curved, patch_size=5,
+                        fit_centres=9).tolist() == [_at(points, 0.5, 0.4)]
+    assert refine_peaks(points, np.zeros(0, np.int64), np.zeros(0, np.int64), centers, scores, patch_size=9).size == 0
+
+
+def test_detection_moves_each_peak_inside_its_patch(tiny_model, bank):
     cloud = make_cloud(600, seed=11)
     names = ["leg end", "nose"]
     opts = dict(model=tiny_model, text=bank, max_instances=3, min_probability=None)
     coarse = detect_keypoints(cloud, names, refine=False, **opts)
-    fine = detect_keypoints(cloud, names, refine=True, **opts)
+    fine = detect_keypoints(cloud, names, **opts)  # refine=True is zero-shot's default
+    assert len(fine) == len(coarse) and coarse.info["on_patch_centres"] >= 0.5  # peaks sit on patch centres
     patches, _ = _embeddings(tiny_model, cloud)
     members = patches.member_idx[0].numpy()
     centres = patches.center_idx[0].numpy()
-    assert len(fine) == len(coarse) and coarse.info["on_patch_centres"] >= 0.5  # mostly on centres
-    text = bank.lookup(names).numpy()
-    for peak, k, kp in zip(coarse.indices, coarse.labels, fine.indices):
-        if peak not in centres:  # a peak between centres is at point resolution already
-            assert kp == peak
-            continue
-        g = int(np.flatnonzero(centres == peak)[0])
-        assert kp in members[g]  # moved inside its own patch only
-        # the score differentiated is the sum of the name's cosines at all its peaks' patches
-        focus = np.zeros((len(centres), 1), np.float32)
-        for other in coarse.indices[coarse.labels == k]:
-            focus[np.argmin(((cloud[centres] - cloud[other]) ** 2).sum(1))] = 1.0
-        sal = point_saliency(cloud, text[[k]], model=tiny_model, focus=focus).member_saliency[g, :, 0]
-        # where it went is the member that most makes the patch answer to the name (or it stayed put)
-        assert kp == (members[g][np.argmax(sal)] if sal.max() > 0 else peak)
-    assert fine.info["on_patch_centres"] < coarse.info["on_patch_centres"]
+    for peak, kp in zip(coarse.indices, fine.indices):
+        if peak in centres:
+            assert kp in members[np.flatnonzero(centres == peak)[0]]  # moved inside its own patch only
+    assert fine.info["on_patch_centres"] < coarse.info["on_patch_centres"] and fine.info["refine"] is True
 
 
 def test_absent_names_follow_the_models_sigmoid(tiny_model, monkeypatch):

@@ -56,7 +56,7 @@ def test_known_answers_every_name_absent_twins_and_the_oracle(tiny_model, rule_b
     monkeypatch.setattr(tiny_model, "logit_bias", -1e4, raising=False)
     report = evaluate_synthetic_keypoints(
         tiny_model, {"seen": shape_folders / "seen", "unseen": shape_folders / "unseen", "twins": shape_folders / "twins"},
-        text=rule_bank, shots=1, num_points=512, fewshot_options={"refine": False}, lift_per_category=1)
+        text=rule_bank, shots=1, num_points=512, lift_per_category=1)
     for split, n in (("seen", 4), ("unseen", 1), ("twins", 1)):  # table, car: 2 queries each (mug has none); bed: 1
         r = report[split]
         assert r["num_shapes"] == n and r["shots"] == 1
