@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from patchalign3d.keypoints.result import render_keypoints_png
 from patchalign3d.viz import label_colors, part_colors, plot_frame, render_segmentation_png
 
 
@@ -60,8 +61,6 @@ def test_segmentation_pictures_are_not_mirrored(tmp_path):
 
 
 def test_keypoint_pictures_are_not_mirrored(tmp_path):
-    from patchalign3d.keypoints.result import render_keypoints_png
-
     pts, _, names = _marked_shape()
     marks = np.array([[-1.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
     path = render_keypoints_png(pts, marks, names, tmp_path / "k.png", names=names)

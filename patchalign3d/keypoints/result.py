@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from patchalign3d.viz import draw_cloud, part_colors, plot_frame
+
 
 @dataclass
 class Keypoints:
@@ -97,8 +99,6 @@ def render_keypoints_png(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from patchalign3d.viz import VIEW_AZIMUTH, VIEW_ELEVATION, part_colors, plot_frame
-
     names = list(dict.fromkeys(names or keypoint_names))
     colors = part_colors(len(names))
 
@@ -106,20 +106,11 @@ def render_keypoints_png(
     fig = plt.figure(figsize=(6.0, 5.2))
     ax = fig.add_subplot(1, 1, 1, projection="3d")
     ax.computed_zorder = False  # the markers stay on top of the cloud instead of being sorted into it by depth
-    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=[(0.72, 0.72, 0.72)], s=2.0, linewidths=0, depthshade=False)
+    draw_cloud(ax, pts, np.full((len(pts), 3), 0.72), title, size=2.0)
     for p, n in zip(kps, keypoint_names):
         c = colors[names.index(n)]
         ax.scatter([p[0]], [p[1]], [p[2]], c=[c], s=70, edgecolors="black", linewidths=0.8, depthshade=False, zorder=2)
         ax.text(p[0], p[1], p[2], f" {n}", fontsize=7, color=c * 0.7, zorder=3)
-    lo, hi = pts.min(0), pts.max(0)
-    centre, half = (lo + hi) / 2, (hi - lo).max() / 2 or 1.0
-    for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
-        setter(c - half, c + half)
-    ax.set_box_aspect((1, 1, 1))
-    ax.view_init(elev=VIEW_ELEVATION, azim=VIEW_AZIMUTH)
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=10)
     fig.subplots_adjust(left=0, right=1, bottom=0, top=0.94)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

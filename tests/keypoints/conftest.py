@@ -77,14 +77,47 @@ def kpnet(tmp_path) -> Path:
     return root
 
 
-def _patch_embeddings(model, cloud):
-    """The release pipeline by hand (as tests/test_api.py does): normalise, swap y/z, group, encode, project."""
+@pytest.fixture
+def kpnet_mesh(tmp_path, chair) -> tuple[Path, np.ndarray]:
+    """A KeypointNet folder holding one test chair with its mesh: the procedural chair scaled to a diagonal of
+    about 1 (ShapeNet's), 1024 surface samples as its .pcd, and its 4 leg ends and 4 seat corners annotated
+    (the samples nearest them: leg ends semantic ids 10-13, front seat corners 4-5, back ones 2-3, the bottom
+    corners of the chair back). Returns the folder and the annotated indices."""
+    import trimesh
+
+    root = tmp_path / "kpnet_mesh"
+    mesh = chair.mesh.copy()
+    mesh.apply_scale(0.5)
+    obj = root / "models" / "03001627" / "m0" / "models" / "model_normalized.obj"
+    obj.parent.mkdir(parents=True)
+    mesh.export(obj)
+    points, _ = trimesh.sample.sample_surface(mesh, 1024, seed=0)
+    write_pcd(root / "pcds" / "03001627" / "m0.pcd", points)
+    legs = 0.5 * np.asarray(chair.keypoints["leg end"])
+    corners = 0.5 * np.asarray(chair.keypoints["seat corner"])
+    corners = corners[np.argsort(-corners[:, 2], kind="stable")]  # front (+z) first
+    targets = np.concatenate([legs, corners])
+    idx = np.linalg.norm(points[None] - targets[:, None], axis=-1).argmin(axis=1)
+    semantic = [10, 11, 12, 13, 4, 5, 2, 3]
+    entry = {"class_id": "03001627", "model_id": "m0", "keypoints": [
+        {"xyz": points[i].tolist(), "semantic_id": sem, "pcd_info": {"point_index": int(i)}} for i, sem in zip(idx, semantic)]}
+    (root / "annotations").mkdir()
+    (root / "annotations" / "chair.json").write_text(json.dumps([entry]))
+    (root / "splits").mkdir()
+    for name in ("train", "val", "test"):
+        (root / "splits" / f"{name}.txt").write_text("03001627-m0\n" if name == "test" else "")
+    return root, idx
+
+
+def patch_embeddings(model, cloud):
+    """The release pipeline by hand (as tests/test_api.py does): normalise, swap y/z, group, encode, project.
+    Returns the model's patches of the cloud and their ``(G, D)`` normalised text-space embeddings."""
     x = cloud - cloud.mean(0)
     x = torch.from_numpy((x / np.linalg.norm(x, axis=1).max())[:, [0, 2, 1]].astype(np.float32))[None]
     with torch.no_grad():
         p = model.group(x)
         emb = torch.nn.functional.normalize(model.proj(model.encoder(p.neighborhood, p.centers)), dim=-1)
-    return emb[0].numpy(), p.center_idx[0].numpy()
+    return p, emb[0].numpy()
 
 
 @pytest.fixture
@@ -93,7 +126,8 @@ def known(tmp_path, tiny_model, monkeypatch):
     centres of patches 3 and 20, a text bank whose two names are exactly those patches' embeddings (every other
     chair name a random direction), and two train chairs identical to it (the few-shot support)."""
     cloud = sphere_points(256, seed=4).astype(np.float32)
-    emb, centres = _patch_embeddings(tiny_model, cloud)
+    patches, emb = patch_embeddings(tiny_model, cloud)
+    centres = patches.center_idx[0].numpy()
     gt = [int(centres[3]), int(centres[20])]
     root = tmp_path / "known"
     entries, split = [], {"train": [], "val": [], "test": []}

@@ -1,9 +1,11 @@
 import json
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
 import trimesh
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 from data_engine.synthetic import write_dataset
 from patchalign3d.cli import main
@@ -122,6 +124,18 @@ def test_user_mistakes_are_one_line_errors(files, args, message, capsys):
     assert message in err and "Traceback" not in err and err.count("\n") == 1
 
 
+def test_a_model_that_is_not_here_points_to_the_flag(monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)  # as with no network and nothing cached
+    assert main(["keypoints", "example:chair", "--names", "leg end"]) == 1
+    err = capsys.readouterr().err
+    assert "pass a local checkpoint with --checkpoint PATH" in err and "load_model()" not in err
+    assert main(["evaluate", "keypointnet", "--root", ".", "--categories", "chair"]) == 1
+    assert "--checkpoint PATH" in capsys.readouterr().err
+
+
 def test_evaluate_keypointnet_with_predictions(kpnet, tmp_path, capsys):
     preds = {s.key: s.gt_indices.tolist() for s in KeypointNet(kpnet, "chair", "test")}
     (tmp_path / "p.json").write_text(json.dumps(preds))
@@ -144,6 +158,22 @@ def test_evaluate_keypointnet_with_the_zero_shot_detector(known, tiny_model, tmp
                  "--no-refine", "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]) == 0
     assert "patchalign3d zero_shot" in (tmp_path / "r.md").read_text()
     assert json.loads((tmp_path / "r.json").read_text())["mean"]["0.00"] == 100.0
+
+
+def test_evaluate_keypointnet_with_the_lift_detector_and_the_oracle_pointer(kpnet_mesh, tmp_path, capsys):
+    root, annotated = kpnet_mesh  # tests/keypoints/conftest.py: a chair mesh, its 4 leg ends and 4 seat corners
+    lift = ["evaluate", "keypointnet", "--root", str(root), "--categories", "chair", "--detector", "lift",
+            "--pointer", "oracle", "--resolution", "160"]
+    assert main([*lift, "--json", str(tmp_path / "every.json")]) == 0
+    report = json.loads((tmp_path / "every.json").read_text())
+    # every annotated keypoint found, by one lifted keypoint each (the upper bound of lifting: labelled so)
+    assert report["mean"]["0.10"] == 100.0 and report["per_shape"]["03001627-m0"]["num_pred"] == len(annotated) == 8
+    assert "upper bound (oracle pointer): mean over categories" in capsys.readouterr().out
+    # one per name: 3 names (leg end, front seat corner, bottom corner of the back), 3 of the 8 found, no false
+    # positive (instances lie 0.3 apart, beyond 0.10): IoU = 3 / 8
+    assert main([*lift, "--one-per-name", "--json", str(tmp_path / "one.json")]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["per_shape"]["03001627-m0"]["num_pred"] == 3 and one["mean"]["0.10"] == 37.5
 
 
 def test_evaluate_keypointnet_errors(kpnet, tmp_path, capsys):

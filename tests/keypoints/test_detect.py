@@ -8,6 +8,7 @@ from patchalign3d.keypoints.geodesic import geodesic_distances
 from patchalign3d.model import patchalign3d_tiny
 from patchalign3d.text import TextBank
 from tests.conftest import make_cloud
+from tests.keypoints.conftest import patch_embeddings
 
 
 def test_result_fields_and_consistency(tiny_model, bank):
@@ -25,20 +26,11 @@ def test_result_fields_and_consistency(tiny_model, bank):
         assert kps.field[kps.of(kps.names[k])[0], k] == kps.field[:, k].max()
 
 
-def _patch_embeddings(model, cloud):
-    """The release pipeline by hand (as tests/test_api.py does): normalise, swap y/z, group, encode, project."""
-    x = cloud - cloud.mean(0)
-    x = torch.from_numpy((x / np.linalg.norm(x, axis=1).max())[:, [0, 2, 1]].astype(np.float32))[None]
-    with torch.no_grad():
-        p = model.group(x)
-        emb = torch.nn.functional.normalize(model.proj(model.encoder(p.neighborhood, p.centers)), dim=-1)
-    return emb[0].numpy(), p.center_idx[0].numpy()
-
-
 def test_field_at_patch_centres_is_the_patch_cosine_with_the_text(tiny_model, bank):
     cloud = make_cloud(500, seed=2)
     kps = detect_keypoints(cloud, ["wing tip", "nose"], model=tiny_model, text=bank)
-    emb, centres = _patch_embeddings(tiny_model, cloud)
+    patches, emb = patch_embeddings(tiny_model, cloud)
+    centres = patches.center_idx[0].numpy()
     t = bank.lookup(["wing tip", "nose"]).numpy()
     t /= np.linalg.norm(t, axis=1, keepdims=True)
     np.testing.assert_allclose(kps.field[centres], emb @ t.T, atol=1e-4)
@@ -47,7 +39,8 @@ def test_field_at_patch_centres_is_the_patch_cosine_with_the_text(tiny_model, ba
 
 def test_a_name_embedded_like_a_patch_finds_its_centre(tiny_model):
     cloud = make_cloud(700, seed=5)
-    emb, centres = _patch_embeddings(tiny_model, cloud)
+    patches, emb = patch_embeddings(tiny_model, cloud)
+    centres = patches.center_idx[0].numpy()
     j = 7
     kps = detect_keypoints(cloud, ["here"], model=tiny_model, text=emb[[j]], max_instances=1, refine=False)
     assert kps.of("here").tolist() == [centres[j]]

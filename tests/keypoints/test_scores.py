@@ -8,19 +8,7 @@ from patchalign3d.keypoints import detect_keypoints
 from patchalign3d.keypoints.peaks import refine_peaks
 from patchalign3d.keypoints.scores import name_probability
 from tests.conftest import make_cloud
-
-
-def _frame(cloud, dtype=torch.float32):
-    """The release's preprocessing by hand: centre, unit sphere, y/z swap (as tests/test_api.py does)."""
-    x = cloud - cloud.mean(0)
-    return torch.from_numpy((x / np.linalg.norm(x, axis=1).max())[:, [0, 2, 1]].astype(np.float32)).to(dtype)[None]
-
-
-def _embeddings(model, cloud):
-    with torch.no_grad():
-        p = model.group(_frame(cloud, next(model.parameters()).dtype))
-        emb = torch.nn.functional.normalize(model.proj(model.encoder(p.neighborhood, p.centers)), dim=-1)
-    return p, emb[0].numpy()
+from tests.keypoints.conftest import patch_embeddings
 
 
 def _grid():
@@ -63,7 +51,7 @@ def test_detection_moves_each_peak_inside_its_patch(tiny_model, bank):
     coarse = detect_keypoints(cloud, names, refine=False, **opts)
     fine = detect_keypoints(cloud, names, **opts)  # refine=True is zero-shot's default
     assert len(fine) == len(coarse) and coarse.info["on_patch_centres"] >= 0.5  # peaks sit on patch centres
-    patches, _ = _embeddings(tiny_model, cloud)
+    patches, _ = patch_embeddings(tiny_model, cloud)
     members = patches.member_idx[0].numpy()
     centres = patches.center_idx[0].numpy()
     for peak, kp in zip(coarse.indices, fine.indices):
@@ -74,7 +62,7 @@ def test_detection_moves_each_peak_inside_its_patch(tiny_model, bank):
 
 def test_absent_names_follow_the_models_sigmoid(tiny_model, monkeypatch):
     cloud = make_cloud(500, seed=5)
-    _, emb = _embeddings(tiny_model, cloud)
+    _, emb = patch_embeddings(tiny_model, cloud)
     here = emb[7]  # cosine 1 with patch 7
     rng = np.random.default_rng(0)
     elsewhere = rng.normal(size=emb.shape[1])
