@@ -23,6 +23,7 @@ gained at 0.01-0.02 and lost at 0.04-0.05 (BENCHMARKS.md, "Point resolution"), s
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -217,8 +218,6 @@ class KeypointPrototypes:
     @classmethod
     def load(cls, path: str | os.PathLike, model: Any = None) -> KeypointPrototypes:
         """Read a file written by :meth:`save`; ``model`` must be the one the support features came from."""
-        import pickle
-
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             protos = cls(model, features=state["features"], variant=state["variant"], nms_radius=state["nms_radius"],

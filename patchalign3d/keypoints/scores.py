@@ -81,8 +81,3 @@ def zero_shot_scores(points: np.ndarray, names: list[str], model: Any, text: Any
     centers = np.asarray([int(np.argmin(((points - c) ** 2).sum(1))) for c in seg.patch_centers], dtype=np.int64)
     return ZeroShotScores(seg.point_logits, seg.patch_logits, centers,
                           name_probability(model, seg.patch_logits.max(axis=0)), emb)
-
-
-def zero_shot_field(points: np.ndarray, names: list[str], model: Any, text: Any, **options: Any) -> np.ndarray:
-    """``(N, K)`` the :attr:`ZeroShotScores.field` of :func:`zero_shot_scores`."""
-    return zero_shot_scores(points, names, model, text, **options).field
