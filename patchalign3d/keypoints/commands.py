@@ -1,8 +1,9 @@
 """Command-line entry points: ``patchalign3d keypoints`` and ``patchalign3d evaluate keypointnet``.
 
-Argument parsing and reporting only; the work is in :mod:`patchalign3d.keypoints`. Ordinary mistakes (missing
-files, bad names, malformed annotations or predictions, weights not available offline) end with one line on
-stderr and exit status 1; ``PATCHALIGN3D_DEBUG=1`` shows the traceback instead.
+Argument parsing and reporting only; the work is in :mod:`patchalign3d.keypoints` (``patchalign3d.cli`` imports
+this module only when one of these commands runs). Ordinary mistakes (missing files, bad names, malformed
+annotations or predictions, weights not available offline) end with one line on stderr and exit status 1;
+``PATCHALIGN3D_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,20 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+import patchalign3d as pa
+from patchalign3d.examples import example_path
+from patchalign3d.keypoints.benchmark import evaluate_keypointnet
+from patchalign3d.keypoints.detect import DEFAULT_MIN_PROBABILITY, detect_keypoints
+from patchalign3d.keypoints.fewshot import KeypointPrototypes
+from patchalign3d.keypoints.keypointnet import read_names_table
+from patchalign3d.keypoints.lifting import DEFAULT_MIN_CLUSTER_SHARE, DEFAULT_WEIGHTING, RIGS, WEIGHTINGS
+from patchalign3d.keypoints.namer import KeypointNamer
+from patchalign3d.keypoints.pointers import FeaturePointer, MolmoPointer, OraclePointer
+from patchalign3d.keypoints.synthetic import read_keypoint_sidecar
+from patchalign3d.text import validate_part_names
 
 USER_ERRORS = (OSError, ValueError, KeyError)
 
@@ -40,8 +55,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_and_text(args: argparse.Namespace) -> tuple[Any, Any]:
-    import patchalign3d as pa
-
     model = pa.load_model(args.checkpoint, trust_pickle=args.trust_pickle)
     text = pa.TextBank.load(args.text_bank) if args.text_bank else args.text_encoder
     return model, text
@@ -90,8 +103,6 @@ def _probability(text: str) -> float | None:
 
 
 def _add_detector_args(p: argparse.ArgumentParser) -> None:
-    from patchalign3d.keypoints.detect import DEFAULT_MIN_PROBABILITY
-
     p.add_argument("--min-probability", type=_probability, default=DEFAULT_MIN_PROBABILITY,
                    help="zero-shot (and the feature pointer): a name whose best patch probability under the model's "
                         f"sigmoid stays below this is absent (default {DEFAULT_MIN_PROBABILITY}; 'none' asks every name)")
@@ -107,8 +118,6 @@ def _refine(args: argparse.Namespace) -> dict[str, bool]:
 
 
 def _add_lift_args(lift, *, oracle: str) -> None:
-    from patchalign3d.keypoints.lifting import DEFAULT_MIN_CLUSTER_SHARE, DEFAULT_WEIGHTING, RIGS, WEIGHTINGS
-
     lift.add_argument("--pointer", default="feature", choices=("feature", "molmo", "oracle"),
                       help="'feature': this package's patch features, offline; 'molmo': Molmo through transformers; "
                            f"'oracle': {oracle} projected into each view (the upper bound of lifting)")
@@ -139,8 +148,6 @@ def _lift_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _resolve_shape(shape: str) -> Path:
     if shape.startswith("example:"):
-        from patchalign3d.examples import example_path
-
         return example_path(shape.split(":", 1)[1])
     return Path(shape)
 
@@ -176,24 +183,11 @@ def read_support(paths: Sequence[str]) -> tuple[list[Any], list[dict[str, Any]]]
 
 
 def _as_annotation(value: Any):
-    import numpy as np
-
     arr = np.asarray(value)
     return arr.astype(np.float32) if arr.ndim == 2 else arr.astype(np.int64)
 
 
 def _keypoints(args: argparse.Namespace) -> int:
-    from patchalign3d.keypoints import (
-        FeaturePointer,
-        KeypointNamer,
-        KeypointPrototypes,
-        MolmoPointer,
-        OraclePointer,
-        detect_keypoints,
-    )
-    from patchalign3d.keypoints.synthetic import read_keypoint_sidecar
-    from patchalign3d.text import validate_part_names
-
     if args.names is not None:
         names = validate_part_names([n.strip() for n in args.names.split(",")])
     else:
@@ -290,9 +284,6 @@ def _keypointnet_parser() -> argparse.ArgumentParser:
 
 
 def _keypointnet(args: argparse.Namespace) -> int:
-    from patchalign3d.keypoints.benchmark import evaluate_keypointnet
-    from patchalign3d.keypoints.keypointnet import read_names_table
-
     model = text = None
     needs_model = args.predictions is None and not (args.detector == "lift" and args.pointer != "feature")
     if needs_model:
