@@ -185,3 +185,41 @@ def make_rig(config: CameraConfig | None = None, margin: float = 2.0) -> CameraR
         znear=max(config.distance - margin, 1e-3),
         zfar=config.distance + margin,
     )
+
+
+#: ZeroKey's view count: 3 rings of 8 azimuths plus a view from straight above and one from straight below.
+ZEROKEY_NUM_VIEWS = 26
+
+
+def pinhole_orbit_rig(
+    *,
+    azimuths_per_ring: int = 8,
+    elevations: tuple[float, ...] = (-45.0, 0.0, 45.0),
+    poles: bool = True,
+    distance: float = 3.0,
+    fov_deg: float = 40.0,
+    resolution: int = 512,
+    margin: float = 2.0,
+) -> CameraRig:
+    """A perspective (pinhole) rig around the whole shape, top and bottom included, as ZeroKey renders.
+
+    Every elevation is a full ring of ``azimuths_per_ring`` views (azimuths ``360 / n`` apart from 0; rings
+    offset by half a step from one another so that no two views of neighbouring rings line up), and
+    ``poles`` adds a view from straight above and one from straight below. The defaults give
+    :data:`ZEROKEY_NUM_VIEWS` views. At distance 3 with a 40-degree field of view a shape inside the unit
+    sphere fills most of the image (half-angle 19.5 of 20 degrees for radius 1). The orbit of
+    :class:`CameraConfig` instead cycles two elevations over the views and never looks from above or below.
+    """
+    if azimuths_per_ring < 1 or not elevations:
+        raise ValueError("a pinhole orbit needs at least one ring with at least one view")
+    if any(abs(e) >= 90 for e in elevations):
+        raise ValueError(f"ring elevations must lie strictly between -90 and 90 degrees, got {list(elevations)}")
+    step = 360.0 / azimuths_per_ring
+    angles = [(e, r * step / 2 + a * step) for r, e in enumerate(elevations) for a in range(azimuths_per_ring)]
+    if poles:
+        angles += [(90.0, 0.0), (-90.0, 0.0)]
+    # looking straight down the up axis, look_at picks the picture's up itself; z up in the image is as good as any
+    poses = np.stack([look_at(orbit_eye(distance, e, a), up=np.array([0.0, 0.0, -1.0]) if abs(e) == 90 else None)
+                      for e, a in angles])
+    return CameraRig(poses=poses, resolution=resolution, orthographic=False, fov_deg=fov_deg,
+                     znear=max(distance - margin, 1e-3), zfar=distance + margin)

@@ -28,9 +28,23 @@ def label_colors(labels: np.ndarray, num_parts: int) -> np.ndarray:
     return (table[np.where(labels < 0, num_parts, labels)] * 255).round().astype(np.uint8)
 
 
-def _view(points: np.ndarray, up_axis: str) -> np.ndarray:
-    # matplotlib's 3D axes are z-up; show y-up shapes upright.
-    return points[:, [0, 2, 1]] if up_axis == "y" else points
+#: The camera of every picture: 20 degrees above the horizon, azimuth -60 degrees (matplotlib's default view).
+#: A y-up shape (front +z) is seen from the front, somewhat from its +x side.
+VIEW_ELEVATION, VIEW_AZIMUTH = 20, -60
+
+
+def plot_frame(points: np.ndarray, up_axis: str = "y") -> np.ndarray:
+    """``(N, 3)`` points in matplotlib's z-up frame by a rotation, never a reflection.
+
+    A y-up shape turns +90 degrees about x, ``(x, y, z) -> (x, -z, y)``: up stays up and left stays left. (Swapping
+    y and z instead would mirror the picture: a shape's left side would be drawn on the right.)
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if up_axis == "y":
+        return np.stack([points[:, 0], -points[:, 2], points[:, 1]], axis=1)
+    if up_axis == "z":
+        return points
+    raise ValueError(f"up_axis must be 'y' or 'z', got {up_axis!r}")
 
 
 def _draw(ax, pts: np.ndarray, labels: np.ndarray, part_names: Sequence[str], title: str | None, size: float) -> None:
@@ -38,7 +52,8 @@ def _draw(ax, pts: np.ndarray, labels: np.ndarray, part_names: Sequence[str], ti
 
 
 def draw_cloud(ax, pts: np.ndarray, colors: np.ndarray, title: str | None = None, size: float = 4.0) -> None:
-    """Scatter ``(N, 3)`` points with ``(N, 3)`` RGB colours in [0, 1] on a 3D axis, equal aspect, no axes."""
+    """Scatter ``(N, 3)`` points (in the plot frame, :func:`plot_frame`) with ``(N, 3)`` RGB colours in [0, 1] on a
+    3D axis, equal aspect, no axes."""
     ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=colors, s=size, linewidths=0, depthshade=False)
     lo, hi = pts.min(0), pts.max(0)
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2 or 1.0
@@ -46,7 +61,7 @@ def draw_cloud(ax, pts: np.ndarray, colors: np.ndarray, title: str | None = None
     ax.set_ylim(centre[1] - half, centre[1] + half)
     ax.set_zlim(centre[2] - half, centre[2] + half)
     ax.set_box_aspect((1, 1, 1))
-    ax.view_init(elev=20, azim=-60)
+    ax.view_init(elev=VIEW_ELEVATION, azim=VIEW_AZIMUTH)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=10)
@@ -75,7 +90,7 @@ def render_segmentation_png(
     from matplotlib.patches import Patch
 
     points = np.asarray(points, dtype=np.float64)
-    pts = _view(points, up_axis)
+    pts = plot_frame(points, up_axis)
     panels = [("predicted" if true_labels is not None else None, np.asarray(labels))]
     if true_labels is not None:
         panels.append(("ground truth", np.asarray(true_labels)))

@@ -74,9 +74,15 @@ def test_quick_demo_end_to_end_and_deterministic(tmp_path, capsys):
             assert (first / p).is_file() and f"]({p})" in results
     assert "| test_hard |" in results and "Mean over the held-out categories" in results
     assert SMOKE_RUN_NOTE in results and "target >=" not in results and "NOT met" not in results
-    keypoints = metrics["keypoints"]  # zero-shot, few-shot and chance keypoint IoU on seen and held-out shapes
+    keypoints = metrics["keypoints"]  # zero-shot, few-shot, lifting and chance keypoint IoU on seen and held-out shapes
     for split in ("test_seen", "test_unseen"):
-        assert set(keypoints[split]["iou"]) == {"zero_shot", "few_shot", "chance"}
+        assert set(keypoints[split]["iou"]) == {"zero_shot", "few_shot", "lift", "lift_oracle", "chance"}
+    # the known answer: lifting with the perfect pointer finds the held-out shapes' bed corners, leg ends and
+    # wheel centres (one shape per category, whatever the smoke run's model knows)
+    unseen = keypoints["test_unseen"]
+    assert unseen["lift_shapes"] == 2 and unseen["iou"]["lift_oracle"]["0.10"] >= 90.0
+    assert unseen["absent"]["asked"] > 0 and "Names found absent (zero-shot):" in results
+    assert "| test_unseen | 2 | lift (oracle pointer: upper bound) |" in results
 
     # benchmarks/demo_recipe.py's seed table over the two identical runs: no spread, and the quick demo's
     # unscored keypoint figures (too few seen test shapes for a support set) are left out, not made NaN

@@ -4,8 +4,13 @@
 >>> kps = detect_keypoints(cloud, ["leg end", "seat corner"], model=model)              # zero-shot
 >>> kps = KeypointPrototypes(model).fit(shapes, annotations).predict(cloud)             # few-shot
 >>> lifted = lift_keypoints(mesh, ["leg end"], pointer=FeaturePointer(model))           # render + point + lift
+>>> names = KeypointNamer().names("chair")                                              # which names to ask
 
-Lifting renders with the data engine (``data_engine.cameras``, ``data_engine.render``), imported lazily.
+Modules, bottom up: ``shapes`` (names, shape input, scale) and ``geodesic`` / ``metrics`` / ``cluster``;
+``scores`` (zero-shot field, probabilities); ``peaks`` (peaks, point-resolution
+placement); ``pointers``; ``lifting``; ``detect`` / ``fewshot``; ``namer``; ``keypointnet`` / ``benchmark`` /
+``synthetic``; ``commands`` (CLI). Lifting renders with the data engine (``data_engine.cameras``,
+``data_engine.render``), imported lazily.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from patchalign3d.keypoints.geodesic import geodesic_distances, geodesic_nms, kn
 from patchalign3d.keypoints.keypointnet import DEFAULT_NAMES, KeypointNet, KeypointNetShape
 from patchalign3d.keypoints.lifting import LiftResult, lift_keypoints
 from patchalign3d.keypoints.metrics import THRESHOLDS, KeypointIoU
+from patchalign3d.keypoints.namer import KeypointNamer
 from patchalign3d.keypoints.pointers import (
     FeaturePointer,
     MolmoPointer,
+    OraclePointer,
     Pointer2D,
     RenderedView,
     parse_molmo_points,
@@ -32,12 +39,14 @@ __all__ = [
     "THRESHOLDS",
     "FeaturePointer",
     "KeypointIoU",
+    "KeypointNamer",
     "KeypointNet",
     "KeypointNetShape",
     "KeypointPrototypes",
     "Keypoints",
     "LiftResult",
     "MolmoPointer",
+    "OraclePointer",
     "Pointer2D",
     "PredictionsError",
     "RenderedView",

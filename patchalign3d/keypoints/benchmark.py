@@ -2,8 +2,12 @@
 method's predictions, scored with the benchmark code's IoU at geodesic thresholds 0.00 ... 0.10.
 
 ``patchalign3d evaluate keypointnet --root R [--categories airplane,chair,table] [--split test]
-[--predictions P.json | --checkpoint C --detector zero_shot|few_shot]``. ``P.json`` maps
-``"<synset>-<model_id>"`` to a list of point indices into that shape's ``.pcd``.
+[--predictions P.json | --checkpoint C --detector zero_shot|few_shot|lift [--pointer feature|molmo|oracle]]``.
+``P.json`` maps ``"<synset>-<model_id>"`` to a list of point indices into that shape's ``.pcd``.
+
+Lifting renders each shape's ShapeNet mesh (``models/<synset>/<id>/models/model_normalized.obj``), which shares
+the ``.pcd``'s frame, and snaps every lifted keypoint to its nearest ``.pcd`` point. ``--pointer oracle``
+answers with the shape's own annotations projected into each view: the upper bound of lifting, not a result.
 """
 
 from __future__ import annotations
@@ -15,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.spatial import cKDTree
+from tqdm.auto import tqdm
 
+from patchalign3d.api import _resolve_model
+from patchalign3d.keypoints.detect import detect_keypoints
+from patchalign3d.keypoints.fewshot import KeypointPrototypes
 from patchalign3d.keypoints.keypointnet import SYNSETS, KeypointNet, KeypointNetShape, keypoint_names_for
+from patchalign3d.keypoints.lifting import lift_keypoints
 from patchalign3d.keypoints.metrics import THRESHOLDS, KeypointIoU
+from patchalign3d.keypoints.pointers import DEFAULT_MOLMO, FeaturePointer, MolmoPointer, OraclePointer
+from patchalign3d.keypoints.scores import resolve_text
 
 #: Published IoU (%) on KeypointNet airplane/chair/table at 0.01 ... 0.10 (ZeroKey's Table 1; the
 #: PatchAlign3D figures give 0.10 only). ZeroKey's table starts at 0.001, not 0.00.
@@ -28,7 +40,8 @@ PUBLISHED: dict[str, dict[float, float]] = {
     "PatchAlign3D paper, zero-shot": {0.10: 32.88},
     "PatchAlign3D paper, few-shot": {0.10: 64.07},
 }
-DETECTORS = ("zero_shot", "few_shot")
+DETECTORS = ("zero_shot", "few_shot", "lift")
+POINTERS = ("feature", "molmo", "oracle")
 
 
 class PredictionsError(ValueError):
@@ -98,26 +111,31 @@ class _Detector:
     """This package's detector for one category, as a function of a shape."""
 
     def __init__(self, kind: str, dataset: KeypointNet, model: Any, text: Any, shots: int, names: dict | None,
-                 options: dict[str, Any]) -> None:
-        from patchalign3d.api import _resolve_model
-        from patchalign3d.keypoints.detect import resolve_text
-
+                 options: dict[str, Any], pointer: str = "feature", molmo: dict[str, Any] | None = None) -> None:
         if kind not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {kind!r}")
-        self.kind, self.model, self.names, self.options = kind, _resolve_model(model), names, options
-        if kind == "zero_shot":  # every category's names encoded once
+        if pointer not in POINTERS:
+            raise ValueError(f"pointer must be one of {POINTERS}, got {pointer!r}")
+        self.kind, self.names, self.options, self.pointer_kind = kind, names, options, pointer
+        self.model = None if kind == "lift" and pointer != "feature" else _resolve_model(model)
+        if self.model is not None and kind != "few_shot":  # every category's names encoded once
             every = [n for c in dataset.categories for n in keypoint_names_for(c, (), names).values()]
             text = resolve_text(text, every, self.model)
         self.text = text
         self.shots, self.root, self.prototypes = shots, dataset.root, {}
         self.support_keys: list[str] = []
+        self.pointer = None
+        if kind == "lift" and pointer == "feature":
+            probability = {k: v for k, v in options.items() if k == "min_probability"}
+            self.pointer = FeaturePointer(self.model, self.text, **probability)
+        elif kind == "lift" and pointer == "molmo":
+            molmo = dict(molmo or {})
+            self.pointer = MolmoPointer(molmo.pop("model_id", None) or DEFAULT_MOLMO, **molmo)
 
     def _names(self, shape: KeypointNetShape) -> dict[int, str]:
         return keypoint_names_for(shape.category, shape.semantic_ids.tolist(), self.names)
 
     def _support(self, category: str):
-        from patchalign3d.keypoints.fewshot import KeypointPrototypes
-
         if category not in self.prototypes:
             pool = KeypointNet(self.root, [category], "train")
             support = pool.shapes[: self.shots]
@@ -137,10 +155,31 @@ class _Detector:
             self.support_keys += [s.key for s in support]
         return self.prototypes[category]
 
-    def __call__(self, shape: KeypointNetShape) -> np.ndarray:
-        from patchalign3d.keypoints.detect import detect_keypoints
+    def _lift(self, shape: KeypointNetShape) -> np.ndarray:
+        if shape.mesh_path is None:
+            raise FileNotFoundError(
+                f"lifting renders meshes: {shape.key} has none under {self.root / 'models' / shape.synset} "
+                f"(<model_id>/models/model_normalized.obj, as ShapeNetCore.v2 ships it)"
+            )
+        names = list(dict.fromkeys(keypoint_names_for(shape.category, (), self.names).values()))
+        pointer = self.pointer
+        if self.pointer_kind == "oracle":
+            targets: dict[str, list[np.ndarray]] = {}
+            for sem, idx in shape.keypoints_by_semantic_id().items():
+                targets.setdefault(self._names(shape)[sem], []).extend(shape.points[idx])
+            pointer = OraclePointer(targets)
+            names = list(dict.fromkeys([*names, *targets]))
+        options = {k: v for k, v in self.options.items() if k != "min_probability"}
+        lifted = lift_keypoints(shape.mesh_path, names, pointer, **options)
+        found = [lifted.keypoints[n] for n in names if len(lifted.keypoints[n])]
+        if not found:
+            return np.zeros(0, dtype=np.int64)
+        return cKDTree(shape.points).query(np.concatenate(found))[1].astype(np.int64)
 
+    def __call__(self, shape: KeypointNetShape) -> np.ndarray:
         points = shape.points.astype(np.float32)
+        if self.kind == "lift":
+            return np.unique(self._lift(shape))
         if self.kind == "few_shot":
             kps = self._support(shape.category).predict(points)
         else:
@@ -158,6 +197,8 @@ def evaluate_keypointnet(
     model: Any = None,
     text: Any = None,
     detector: str = "zero_shot",
+    pointer: str = "feature",
+    molmo: dict[str, Any] | None = None,
     shots: int = 3,
     names: dict | None = None,
     detector_options: dict[str, Any] | None = None,
@@ -174,14 +215,17 @@ def evaluate_keypointnet(
         split: ``test`` (the protocol's), ``val``, ``train`` or ``all``.
         predictions: a JSON path or mapping ``{"<synset>-<model_id>": [point indices]}``; scores another
             method's output. Without it, this package's ``detector`` runs with ``model`` and ``text``.
-        detector: ``zero_shot`` (names of :data:`DEFAULT_NAMES` or ``names``) or ``few_shot`` (support: the
-            first ``shots`` train shapes of each category with point clouds present).
+        detector: ``zero_shot`` (names of :data:`DEFAULT_NAMES` or ``names``), ``few_shot`` (support: the
+            first ``shots`` train shapes of each category with point clouds present) or ``lift`` (the mesh
+            rendered and the ``pointer`` asked in each view).
+        pointer: for ``lift``: ``feature`` (:class:`FeaturePointer`, offline), ``molmo`` (:class:`MolmoPointer`,
+            ``molmo`` its keyword arguments, ``model_id`` among them) or ``oracle`` (the shape's annotations
+            projected: the upper bound of lifting, labelled so in the report).
         names: ``{category: {semantic_id: name}}`` replacing the default names.
-        detector_options: keyword arguments for :func:`detect_keypoints` / :class:`KeypointPrototypes`.
+        detector_options: keyword arguments for :func:`detect_keypoints` / :class:`KeypointPrototypes` /
+            :func:`lift_keypoints` (whose ``min_probability`` goes to the feature pointer).
         limit: score at most this many shapes per category (quick checks; the report says so).
     """
-    from tqdm.auto import tqdm
-
     dataset = KeypointNet(root, categories, split)
     if len(dataset) == 0:
         elsewhere = {s: n for s, n in dataset.present_elsewhere().items() if n}
@@ -203,8 +247,11 @@ def evaluate_keypointnet(
         report["method"] = f"predictions from {source}"
         predict = lambda shape: preds[shape.key]  # noqa: E731
     else:
-        run = _Detector(detector, dataset, model, text, shots, names, dict(detector_options or {}))
+        run = _Detector(detector, dataset, model, text, shots, names, dict(detector_options or {}), pointer, molmo)
         report["method"] = f"patchalign3d {detector}" + (f", {shots} shots" if detector == "few_shot" else "")
+        if detector == "lift":
+            report["method"] += f", {pointer} pointer" + (
+                " (the annotations projected: the upper bound of lifting, not a result)" if pointer == "oracle" else "")
         predict = run
 
     metric = KeypointIoU()
@@ -254,9 +301,10 @@ def markdown_table(report: dict[str, Any]) -> str:
         why += [f"at most {report['limit']} shapes per category (--limit)"] if report.get("limit") else []
         lines += [f"**Partial: {'; '.join(why)}. Not comparable with the published rows.**", ""]
     lines += ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    kind = "upper bound (oracle pointer)" if "oracle pointer" in report["method"] else "measured"
     for cat, row in report["per_category"].items():
-        lines.append(f"| measured: {cat} ({row['num_shapes']} shapes) | " + " | ".join(f"{row['iou'][c]:.2f}" for c in cols) + " |")
-    lines.append("| **measured: mean over categories** | " + " | ".join(f"**{report['mean'][c]:.2f}**" for c in cols) + " |")
+        lines.append(f"| {kind}: {cat} ({row['num_shapes']} shapes) | " + " | ".join(f"{row['iou'][c]:.2f}" for c in cols) + " |")
+    lines.append(f"| **{kind}: mean over categories** | " + " | ".join(f"**{report['mean'][c]:.2f}**" for c in cols) + " |")
     for name, row in report["published"].items():
         lines.append(f"| published: {name} | " + " | ".join(f"{row[c]:.2f}" if c in row else "—" for c in cols) + " |")
     return "\n".join(lines) + "\n"

@@ -1,135 +1,43 @@
-"""Zero-shot keypoints from the patch features: a score field per name, peaks picked along the surface.
+"""Zero-shot keypoints from the patch features: a score field per name, peaks picked along the surface, then
+placed at point resolution; names the model says are not there get none.
 
 For a name, each patch scores the cosine between its text-space embedding and the name's text embedding, and
 every point takes the inverse-distance-weighted mean of its 3 nearest patch centres' scores (this is
 :func:`patchalign3d.segment` with ``assign="interpolate"`` and temperature 1, so preprocessing and model
-are exactly segmentation's). Keypoints are the field's local maxima on the 20-nearest-neighbour graph whose
-score reaches ``min_relative_score`` of the field's range, thinned by geodesic non-maximum suppression (a
-name may have several instances: four leg ends).
+are exactly segmentation's). Then, per name:
+
+1. **absence**: when the name's best patch probability under the model's own sigmoid
+   (``sigmoid(scale * cos + bias)``, :func:`~patchalign3d.keypoints.scores.name_probability`) stays under
+   ``min_probability``, the name is absent and gets no keypoint (the KeypointNet protocol asks every name of
+   a category on every shape: an armless chair has no armrest end);
+2. **peaks**: the field's local maxima on the 20-nearest-neighbour graph whose score reaches
+   ``min_relative_score`` of the field's range, thinned by geodesic non-maximum suppression (a name may have
+   several instances: four leg ends);
+3. **point resolution** (``refine=True``): each peak, a patch centre, moves inside its patch to where a plane
+   fitted to the name's scores at the nearest patch centres is highest
+   (:func:`~patchalign3d.keypoints.peaks.refine_peaks`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from patchalign3d.keypoints.geodesic import geodesic_nms, knn_graph
+from patchalign3d.api import _resolve_model
+from patchalign3d.keypoints.geodesic import knn_graph
+from patchalign3d.keypoints.lifting import lift_to_keypoints
+from patchalign3d.keypoints.peaks import dedupe, pick_peaks, refine_peaks, share_on_centers
 from patchalign3d.keypoints.result import Keypoints
+from patchalign3d.keypoints.scores import zero_shot_scores
+from patchalign3d.keypoints.shapes import as_shape, diagonal, validate_names
 from patchalign3d.precision import DEFAULT_DTYPE
 
 MODES = ("zero_shot", "few_shot", "lift")
-
-
-@dataclass
-class ShapeInput:
-    """A shape as points, plus the mesh they were sampled on (None for a point cloud)."""
-
-    points: np.ndarray
-    mesh: Any = None
-
-
-def as_shape(shape: Any, *, num_points: int = 2048, seed: int = 0) -> ShapeInput:
-    """Points of a cloud, mesh or file; a mesh is sampled on its surface (``num_points``, seeded).
-
-    Raises:
-        ValueError: a mesh with no surface (no faces, or every face degenerate), bad coordinates.
-    """
-    import trimesh
-
-    from patchalign3d.api import _as_cloud
-
-    if isinstance(shape, (str, os.PathLike)):
-        from patchalign3d.data.io import load_geometry
-
-        shape = load_geometry(shape)
-    if isinstance(shape, trimesh.PointCloud):
-        shape = np.asarray(shape.vertices, dtype=np.float32)
-    if isinstance(shape, trimesh.Trimesh):
-        if len(shape.faces) == 0 or not shape.area > 0:
-            what = "no faces" if len(shape.faces) == 0 else "only degenerate faces (total area 0)"
-            raise ValueError(f"the mesh has no surface to put keypoints on: {what}")
-        if not np.isfinite(shape.vertices).all():
-            raise ValueError("the mesh has NaN or infinite vertex coordinates")
-        samples, _ = trimesh.sample.sample_surface(shape, num_points, seed=seed)
-        return ShapeInput(samples.astype(np.float32), shape)
-    cloud = _as_cloud(shape)
-    if len(cloud) == 0:
-        raise ValueError("the point cloud is empty: there is no surface to put keypoints on")
-    return ShapeInput(cloud)
-
-
-def diagonal(points: np.ndarray) -> float:
-    """Length of the bounding-box diagonal (the scale radii are given in)."""
-    return float(np.linalg.norm(np.ptp(np.asarray(points, dtype=np.float64), axis=0))) or 1.0
-
-
-def resolve_text(text: Any, names: Sequence[str], model) -> Any:
-    """A TextBank of ``names`` when ``text`` is an encoder, a spec or None (encode once, reuse for many shapes)."""
-    from patchalign3d.text import TextBank, TextEncoder, get_text_encoder, spec_from_meta
-
-    if text is None or isinstance(text, (str, TextEncoder)):
-        if text is None:
-            text = spec_from_meta(getattr(model, "text_meta", None))
-        return TextBank.build(list(dict.fromkeys(names)), get_text_encoder(text))
-    return text
-
-
-def text_matrix(text: Any, names: list[str], model) -> np.ndarray:
-    """``(K, D)`` L2-normalised text embeddings of ``names``; a clear error for names that embed to nothing."""
-    from patchalign3d.api import text_embeddings
-
-    emb = text_embeddings(text, names, model).detach().float().cpu()
-    norms = emb.norm(dim=-1)
-    bad = [n for n, ok in zip(names, (torch.isfinite(emb).all(-1) & (norms > 0)).tolist()) if not ok]
-    if bad:
-        raise ValueError(f"the text encoder gave no usable embedding (zero, NaN or infinite) for {bad}")
-    return torch.nn.functional.normalize(emb, dim=-1).numpy()
-
-
-def zero_shot_field(points: np.ndarray, names: list[str], model: Any, text: Any, **options: Any) -> np.ndarray:
-    """``(N, K)`` zero-shot scores: each patch's cosine with each name's text, spread to the points by
-    inverse-distance weights over the 3 nearest patch centres (:func:`patchalign3d.segment` with
-    ``assign="interpolate"`` at temperature 1). ``options`` go to ``segment``."""
-    from patchalign3d.api import _resolve_model, segment
-
-    model = _resolve_model(model)
-    if model.proj is None:
-        raise ValueError("this model has no text head (a stage-1 checkpoint?): zero-shot keypoints need a stage-2 model")
-    seg = segment(points, names, model=model, text=text_matrix(text, names, model), assign="interpolate",
-                  temperature=1.0, **options)
-    return seg.point_logits
-
-
-def pick_peaks(
-    field: np.ndarray,
-    graph,
-    radius: float,
-    *,
-    min_relative_score: float = 0.9,
-    max_instances: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keypoints of each column of a ``(N, K)`` field: ``indices`` and ``labels``, best first per name."""
-    if not 0.0 <= min_relative_score <= 1.0:
-        raise ValueError(f"min_relative_score must lie in [0, 1], got {min_relative_score}")
-    indices, labels = [], []
-    for k in range(field.shape[1]):
-        f = field[:, k]
-        lo, hi = float(f.min()), float(f.max())
-        peaks = geodesic_nms(f, graph, radius, min_score=lo + min_relative_score * (hi - lo), max_peaks=max_instances)
-        indices.append(peaks)
-        labels.append(np.full(len(peaks), k, dtype=np.int64))
-    return np.concatenate(indices), np.concatenate(labels)
-
-
-def validate_names(names: Sequence[str]) -> list[str]:
-    from patchalign3d.text import validate_part_names
-
-    return validate_part_names(names)
+#: Default absence threshold on a name's best patch probability, chosen on the demo's validation shapes
+#: (BENCHMARKS.md, "Absent names").
+DEFAULT_MIN_PROBABILITY = 0.1
 
 
 def detect_keypoints(
@@ -145,6 +53,8 @@ def detect_keypoints(
     nms_radius: float = 0.1,
     min_relative_score: float = 0.9,
     max_instances: int | None = 8,
+    min_probability: float | None = DEFAULT_MIN_PROBABILITY,
+    refine: bool = True,
     normalize: bool = True,
     up_axis: str = "y",
     device: str | None = None,
@@ -167,6 +77,9 @@ def detect_keypoints(
         nms_radius: geodesic suppression radius as a fraction of the shape's bounding-box diagonal.
         min_relative_score: a peak must reach ``min + r * (max - min)`` of its name's field.
         max_instances: at most this many keypoints per name (None: no limit).
+        min_probability: a name whose best patch probability stays under this is absent (no keypoint; listed in
+            ``info["absent"]``); None asks for every name regardless.
+        refine: place keypoints at point resolution inside their patch (False: on the patch centres).
         normalize, up_axis, device, dtype, seed: as in :func:`patchalign3d.segment`.
 
     Returns:
@@ -177,25 +90,37 @@ def detect_keypoints(
     names = validate_names(names)
     if nms_radius <= 0:
         raise ValueError(f"nms_radius must be positive, got {nms_radius}")
+    if min_probability is not None and not 0.0 <= min_probability <= 1.0:
+        raise ValueError(f"min_probability must lie in [0, 1] (or be None), got {min_probability}")
     if mode == "few_shot":
         if prototypes is None:
             raise ValueError("mode='few_shot' needs prototypes=KeypointPrototypes(...).fit(shapes, annotations)")
         return prototypes.predict(shape, names, num_points=num_points, seed=seed)
     if mode == "lift":
-        from patchalign3d.keypoints.lifting import lift_to_keypoints
-
         return lift_to_keypoints(shape, names, model=model, text=text, pointer=pointer, num_points=num_points,
                                  seed=seed, **lift_options)
     if lift_options:
         raise TypeError(f"unexpected keyword arguments {sorted(lift_options)} for mode={mode!r}")
 
-    points = as_shape(shape, num_points=num_points, seed=seed).points
-    field = zero_shot_field(points, names, model, text, normalize=normalize, up_axis=up_axis, device=device,
-                            dtype=dtype, seed=seed)
-    indices, labels = pick_peaks(field, knn_graph(points), nms_radius * diagonal(points),
-                                 min_relative_score=min_relative_score, max_instances=max_instances)
+    data = as_shape(shape, num_points=num_points, seed=seed)
+    points, model = data.points, _resolve_model(model)
+    options = dict(normalize=normalize, up_axis=up_axis, device=device, seed=seed)
+    scores = zero_shot_scores(points, names, model, text, dtype=dtype, **options)
+    present = scores.probability >= (min_probability if min_probability is not None else -1.0)
+    indices, labels = pick_peaks(scores.field, knn_graph(points), nms_radius * diagonal(points),
+                                 min_relative_score=min_relative_score, max_instances=max_instances, present=present)
+    on_centres = share_on_centers(indices, scores.centers)
+    if refine and len(indices):
+        indices = refine_peaks(points, indices, labels, scores.centers, scores.patch_cosines,
+                               patch_size=model.config.group_size)
+        indices, labels = dedupe(indices, labels)
     return Keypoints(
-        names=names, points=points, field=field.astype(np.float32), indices=indices, labels=labels,
-        scores=field[indices, labels].astype(np.float32), mode="zero_shot",
-        info={"nms_radius": nms_radius, "min_relative_score": min_relative_score, "max_instances": max_instances},
+        names=names, points=points, field=scores.field.astype(np.float32), indices=indices, labels=labels,
+        scores=scores.field[indices, labels].astype(np.float32), mode="zero_shot",
+        absent=[n for n, ok in zip(names, present) if not ok],
+        info={"nms_radius": nms_radius, "min_relative_score": min_relative_score, "max_instances": max_instances,
+              "min_probability": min_probability, "refine": refine, "input": data.source,
+              "probability": {n: round(float(p), 4) for n, p in zip(names, scores.probability)},
+              "peaks_on_patch_centres": on_centres,
+              "on_patch_centres": share_on_centers(indices, scores.centers)},
     )

@@ -11,11 +11,19 @@ on average. Two ways of scoring:
 - ``"prototype"``: cosine with the mean of the name's support features.
 
 Encoder tokens (default) did better there than the text-space embeddings (60.6 against 55.2).
+
+The field is already at point resolution (a point's feature is interpolated from its patches', and its best
+match is not linear in them): most few-shot peaks (73 % on the demo's validation shapes) lie off the patch
+centres. ``refine=True`` moves each peak
+further, inside its patch, up a plane fitted to the field at the nearest patch centres
+(:func:`~patchalign3d.keypoints.peaks.refine_peaks`, as zero-shot does); on the demo's validation shapes that
+gained at 0.01-0.02 and lost at 0.04-0.05 (BENCHMARKS.md, "Point resolution"), so it is off by default.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchalign3d.keypoints.detect import as_shape, diagonal, pick_peaks
+from patchalign3d.api import _resolve_model, point_features
 from patchalign3d.keypoints.geodesic import knn_graph
+from patchalign3d.keypoints.peaks import dedupe, pick_peaks, refine_peaks, share_on_centers
 from patchalign3d.keypoints.result import Keypoints
+from patchalign3d.keypoints.shapes import as_shape, diagonal
 from patchalign3d.precision import DEFAULT_DTYPE
 
 FEATURES = ("tokens", "embeddings")
@@ -59,6 +69,8 @@ class KeypointPrototypes:
         variant: ``"nearest"`` or ``"prototype"`` (see the module docstring).
         nms_radius: geodesic suppression radius, a fraction of the shape's bounding-box diagonal.
         min_relative_score: a peak must reach ``min + r * (max - min)`` of its name's field.
+        refine: move each peak inside its patch up the field's local plane (default False: where the field peaks,
+            already off the patch centres for most; see the module docstring).
         normalize, up_axis, device, dtype: as in :func:`patchalign3d.segment`.
 
     >>> protos = KeypointPrototypes(model).fit([cloud_a, cloud_b, cloud_c], [{"leg end": [3, 97, 410, 1020]}, ...])
@@ -73,6 +85,7 @@ class KeypointPrototypes:
         variant: str = "nearest",
         nms_radius: float = 0.1,
         min_relative_score: float = 0.5,
+        refine: bool = False,
         normalize: bool = True,
         up_axis: str = "y",
         device: str | None = None,
@@ -84,7 +97,7 @@ class KeypointPrototypes:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.model = model
         self.features, self.variant = features, variant
-        self.nms_radius, self.min_relative_score = nms_radius, min_relative_score
+        self.nms_radius, self.min_relative_score, self.refine = nms_radius, min_relative_score, refine
         self.options = dict(normalize=normalize, up_axis=up_axis, device=device, dtype=dtype)
         self.support: dict[str, np.ndarray] = {}  # name -> (S, C) L2-normalised support features
         self.instances: dict[str, int] = {}  # name -> keypoints per shape, rounded mean over the support
@@ -95,20 +108,16 @@ class KeypointPrototypes:
         return list(self.support)
 
     def _model(self):
-        from patchalign3d.api import _resolve_model
-
         self.model = _resolve_model(self.model)
         return self.model
 
-    def _features(self, points: np.ndarray, seed: int, pf: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        from patchalign3d.api import point_features
-
+    def _features(self, points: np.ndarray, seed: int, pf: Any = None) -> tuple[np.ndarray, np.ndarray, Any]:
         if pf is None:
             pf = point_features(points, model=self._model(), seed=seed, outputs=(self.features,), **self.options)
         feats = pf.tokens if self.features == "tokens" else pf.embeddings
         if feats is None:
             raise ValueError("this model has no text head: use features='tokens'")
-        return pf.points, feats
+        return pf.points, feats, pf
 
     def fit(
         self, shapes: Sequence[Any], annotations: Sequence[Annotation], *, num_points: int = 2048, seed: int = 0
@@ -129,7 +138,7 @@ class KeypointPrototypes:
         for s, (shape, ann) in enumerate(zip(shapes, annotations)):
             if not isinstance(ann, Mapping):
                 raise ValueError(f"annotation {s} must map keypoint names to indices or positions, got {type(ann).__name__}")
-            points, feats = self._features(as_shape(shape, num_points=num_points, seed=seed).points, seed)
+            points, feats, _ = self._features(as_shape(shape, num_points=num_points, seed=seed).points, seed)
             for name, value in ann.items():
                 idx = _annotated_indices(points, value, f"annotation {s}, {name!r}")
                 support.setdefault(name, []).append(feats[idx])
@@ -173,24 +182,26 @@ class KeypointPrototypes:
         if unknown:
             raise KeyError(f"no support keypoints for {unknown}; fitted names: {self.names}")
         if features is not None:
-            points, feats = self._features(features.points, seed, features)
+            points, feats, pf = self._features(features.points, seed, features)
         else:
-            points, feats = self._features(as_shape(shape, num_points=num_points, seed=seed).points, seed)
+            points, feats, pf = self._features(as_shape(shape, num_points=num_points, seed=seed).points, seed)
         field = self.field(feats, names)
         graph = knn_graph(points)
         radius = self.nms_radius * diagonal(points)
-        indices, labels = [], []
-        for k, n in enumerate(names):
-            i, _ = pick_peaks(field[:, [k]], graph, radius, min_relative_score=self.min_relative_score,
-                              max_instances=self.instances[n])
-            indices.append(i)
-            labels.append(np.full(len(i), k, dtype=np.int64))
-        indices, labels = np.concatenate(indices), np.concatenate(labels)
+        indices, labels = pick_peaks(field, graph, radius, min_relative_score=self.min_relative_score,
+                                     max_instances=[self.instances[n] for n in names])
+        centers = np.asarray([int(np.argmin(((points - c) ** 2).sum(1))) for c in pf.patch_centers], dtype=np.int64)
+        on_centres = share_on_centers(indices, centers)
+        if self.refine and len(indices):
+            indices = refine_peaks(points, indices, labels, centers, field[centers],
+                                   patch_size=self._model().config.group_size)
+            indices, labels = dedupe(indices, labels)
         return Keypoints(
             names=names, points=points, field=field.astype(np.float32), indices=indices, labels=labels,
             scores=field[indices, labels].astype(np.float32), mode="few_shot",
             info={"variant": self.variant, "features": self.features, "shots": self.num_shapes,
-                  "instances": {n: self.instances[n] for n in names}},
+                  "instances": {n: self.instances[n] for n in names}, "refine": self.refine,
+                  "peaks_on_patch_centres": on_centres, "on_patch_centres": share_on_centers(indices, centers)},
         )
 
     # -- files ----------------------------------------------------------------------------------------------
@@ -201,18 +212,17 @@ class KeypointPrototypes:
         torch.save({"support": {n: torch.from_numpy(v) for n, v in self.support.items()},
                     "instances": self.instances, "num_shapes": self.num_shapes, "features": self.features,
                     "variant": self.variant, "nms_radius": self.nms_radius,
-                    "min_relative_score": self.min_relative_score, "options": self.options}, path)
+                    "min_relative_score": self.min_relative_score, "refine": self.refine, "options": self.options}, path)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: Any = None) -> KeypointPrototypes:
         """Read a file written by :meth:`save`; ``model`` must be the one the support features came from."""
-        import pickle
-
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             protos = cls(model, features=state["features"], variant=state["variant"], nms_radius=state["nms_radius"],
-                         min_relative_score=state["min_relative_score"], **state["options"])
+                         min_relative_score=state["min_relative_score"], refine=bool(state.get("refine", False)),
+                         **state["options"])
             protos.support = {n: v.numpy() for n, v in state["support"].items()}
             protos.instances = {n: int(v) for n, v in state["instances"].items()}
             protos.num_shapes = int(state["num_shapes"])

@@ -68,11 +68,17 @@ def geodesic_distances(
 
 
 def local_maxima(scores: np.ndarray, graph: csr_matrix) -> np.ndarray:
-    """Indices of points whose score is at least every graph neighbour's (either direction), best first."""
+    """Indices of points whose score is at least every graph neighbour's (either direction), best first.
+
+    A neighbour beats a point only by more than a millionth of the point's own score: a cosine of exactly 1
+    computed as 0.9999999 must not lose to a neighbour's 1.0000001 (float32 rounding; such ties are left to
+    the geodesic suppression).
+    """
     sym = graph.maximum(graph.T).tocsr()
     rows = np.repeat(np.arange(sym.shape[0]), np.diff(sym.indptr))
     beaten = np.zeros(len(scores), dtype=bool)
-    np.logical_or.at(beaten, rows, scores[sym.indices] > scores[rows])
+    scores = np.asarray(scores, dtype=np.float64)
+    np.logical_or.at(beaten, rows, scores[sym.indices] > scores[rows] + 1e-6 * np.abs(scores[rows]))
     peaks = np.flatnonzero(~beaten)
     return peaks[np.argsort(-scores[peaks], kind="stable")]
 

@@ -9,17 +9,26 @@ passes ``view=`` (the view's depth, face ids and camera); pointers that only loo
 - :class:`FeaturePointer`: offline. It scores the mesh with this package's patch features (the zero-shot
   field of :func:`~patchalign3d.keypoints.detect_keypoints`) and points at the best-scoring visible pixel, found
   through the view's depth. Lifting with it runs anywhere, so the whole lifting path is testable.
+- :class:`OraclePointer`: the perfect pointer. It projects known 3D keypoints (annotations) into each view
+  and answers where they are visible: lifting with it is the method's upper bound, what rendering,
+  back-projection and clustering lose when the 2D answers are exact.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
 
+from patchalign3d.api import _resolve_model
 from patchalign3d.errors import WeightsUnavailableError
+from patchalign3d.keypoints.scores import zero_shot_scores
+from patchalign3d.text import get_text_encoder, spec_from_meta
 
 #: ZeroKey's prompt (section 4.2 of the paper).
 ZEROKEY_PROMPT = "Point to the {name} in this image."
@@ -152,7 +161,10 @@ class MolmoPointer:
         try:
             config = transformers.AutoConfig.from_pretrained(self.model_id, trust_remote_code=self.trust_remote_code)
         except OSError as err:
-            raise WeightsUnavailableError(f"Molmo {self.model_id!r} is neither cached nor downloadable: {err}") from err
+            raise WeightsUnavailableError(
+                f"Molmo {self.model_id!r} is neither cached nor downloadable ({err}); download it where you have a "
+                "network and pass its folder (--molmo-model PATH on the command line, MolmoPointer(PATH) in Python)"
+            ) from err
         except ValueError as err:
             if "trust_remote_code" in str(err):
                 raise ValueError(f"{self.model_id} ships its own model code: pass trust_remote_code=True to run it") from err
@@ -203,51 +215,55 @@ class FeaturePointer:
     The mesh is sampled once (``num_points``) and scored for each name with the zero-shot field of
     :func:`~patchalign3d.keypoints.detect_keypoints` (patch cosines with the name's text, spread to the
     samples); a pixel takes the score of the sample nearest to its back-projected position. The answer is the
-    centre of the best-scoring pixels.
+    centre of the best-scoring pixels. A name whose best patch probability stays under ``min_probability``
+    gets no answer in any view (absent, as in :func:`~patchalign3d.keypoints.detect_keypoints`).
 
     Args:
         model: a :class:`~patchalign3d.PatchAlign3D`, a checkpoint path / repo id, or None (the release).
         text: as in :func:`patchalign3d.segment`.
         num_points: samples on the mesh.
         seed: for the sampling.
+        min_probability: absence threshold (None: always answer).
     """
 
-    def __init__(self, model: Any = None, text: Any = None, *, num_points: int = 2048, seed: int = 0) -> None:
+    def __init__(self, model: Any = None, text: Any = None, *, num_points: int = 2048, seed: int = 0,
+                 min_probability: float | None = None) -> None:
         self.model, self.text, self.num_points, self.seed = model, text, num_points, seed
+        self.min_probability = min_probability
         self._mesh_id: int | None = None
         self._samples: np.ndarray | None = None
         self._tree = None
         self._scores: dict[str, np.ndarray] = {}
+        self._probability: dict[str, float] = {}
 
     def _prepare(self, mesh: Any) -> None:
-        import trimesh
-        from scipy.spatial import cKDTree
-
-        from patchalign3d.api import _resolve_model
-
         if self._mesh_id == id(mesh):
             return
         self.model = _resolve_model(self.model)
         if self.text is None or isinstance(self.text, str):  # one encoder for every name asked later
-            from patchalign3d.text import get_text_encoder, spec_from_meta
-
             self.text = get_text_encoder(self.text or spec_from_meta(self.model.text_meta))
         samples, _ = trimesh.sample.sample_surface(mesh, self.num_points, seed=self.seed)
         self._mesh_id, self._samples = id(mesh), samples.astype(np.float32)
-        self._tree, self._scores = cKDTree(self._samples), {}
+        self._tree, self._scores, self._probability = cKDTree(self._samples), {}, {}
 
     def scores(self, name: str) -> np.ndarray:
         """``(num_points,)`` field of ``name`` on the samples of the prepared mesh."""
         if name not in self._scores:
-            from patchalign3d.keypoints.detect import zero_shot_field
-
-            self._scores[name] = zero_shot_field(self._samples, [name], self.model, self.text, seed=self.seed)[:, 0]
+            got = zero_shot_scores(self._samples, [name], self.model, self.text, seed=self.seed)
+            self._scores[name], self._probability[name] = got.field[:, 0], float(got.probability[0])
         return self._scores[name]
+
+    def probability(self, name: str) -> float:
+        """The name's best patch probability on the prepared mesh."""
+        self.scores(name)
+        return self._probability[name]
 
     def point(self, image: np.ndarray, name: str, *, view: RenderedView | None = None) -> list[tuple[float, float]]:
         if view is None:
             raise ValueError("FeaturePointer reads the view's depth: call it through lift_keypoints (view=...)")
         self._prepare(view.mesh)
+        if self.min_probability is not None and self.probability(name) < self.min_probability:
+            return []
         rows, cols = np.nonzero(np.isfinite(view.depth))
         if len(rows) == 0:
             return []
@@ -255,3 +271,45 @@ class FeaturePointer:
         s = self.scores(name)[nearest]
         best = s >= s.max()
         return [(float(cols[best].mean() + 0.5), float(rows[best].mean() + 0.5))]
+
+
+class OraclePointer:
+    """Answers with the true keypoints: each target projected into the view, where the view sees it.
+
+    Args:
+        targets: ``{name: (M, 3)}`` keypoints in the frame of the mesh given to
+            :func:`~patchalign3d.keypoints.lift_keypoints` (e.g. KeypointNet's annotated ``xyz``, or the demo
+            shapes' sidecar keypoints). Names it does not know get no answer.
+        tolerance: a target counts as visible when the rendered depth within one pixel of its projection is
+            within this of its own depth (units of the normalised mesh, whose bounding sphere has radius 0.95:
+            the default 0.1 is 5 % of its size). A keypoint a little inside the surface it marks (the centre of a
+            hub inside its cap) is still pointed at, as a person pointing at the picture would; one behind
+            another part is not.
+    """
+
+    def __init__(self, targets: Mapping[str, Any], *, tolerance: float = 0.1) -> None:
+        self.targets = {str(n): np.asarray(v, dtype=np.float64).reshape(-1, 3) for n, v in targets.items()}
+        self.tolerance = float(tolerance)
+
+    def point(self, image: np.ndarray, name: str, *, view: RenderedView | None = None) -> list[tuple[float, float]]:
+        if view is None:
+            raise ValueError("OraclePointer projects through the view's camera: call it through lift_keypoints (view=...)")
+        targets = self.targets.get(name)
+        if targets is None or not len(targets):
+            return []
+        uv, depth = view.rig.project(trimesh.transform_points(targets, view.transform))
+        return [(float(u), float(v)) for (u, v), d in zip(uv[view.index], depth[view.index])
+                if visible(view.depth, u, v, d, self.tolerance)]
+
+
+def visible(depth_image: np.ndarray, u: float, v: float, depth: float, tolerance: float) -> bool:
+    """Whether a point projecting to pixel ``(u, v)`` at ``depth`` is what the view shows there: inside the
+    ``(R, R)`` image and within ``tolerance`` of the rendered depth of a pixel at most one away (grazing surfaces
+    change depth fast from pixel to pixel)."""
+    res = depth_image.shape[0]
+    r, c = int(np.floor(v)), int(np.floor(u))
+    if not (0 <= r < res and 0 <= c < res):
+        return False
+    window = depth_image[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+    seen = window[np.isfinite(window)]
+    return bool(seen.size) and float(np.abs(seen - depth).min()) < tolerance

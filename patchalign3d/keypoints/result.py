@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from patchalign3d.viz import draw_cloud, part_colors, plot_frame
+
 
 @dataclass
 class Keypoints:
@@ -25,6 +27,7 @@ class Keypoints:
         mode: ``zero_shot``, ``few_shot`` or ``lift``.
         positions: ``(M, 3)`` where each keypoint is; ``points[indices]`` except for lifting, which finds
             positions off the sampled points (``indices`` are then their nearest points).
+        absent: the names the detector found not there (no keypoint by decision, not for want of a peak).
         info: anything the detector wants to report (timings, parameters).
     """
 
@@ -36,6 +39,7 @@ class Keypoints:
     scores: np.ndarray
     mode: str
     positions: np.ndarray | None = None
+    absent: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,7 +56,8 @@ class Keypoints:
         return self.indices[self.labels == self.names.index(name)]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready ``{"mode", "names", "keypoints": [{"name", "index", "position", "score"}], "info"}``."""
+        """JSON-ready ``{"mode", "names", "num_points", "keypoints": [{"name", "index", "position", "score"}],
+        "absent", "info"}``."""
         return {
             "mode": self.mode,
             "names": list(self.names),
@@ -61,6 +66,7 @@ class Keypoints:
                 {"name": self.names[int(k)], "index": int(i), "position": np.round(p, 6).tolist(), "score": float(s)}
                 for i, k, p, s in zip(self.indices, self.labels, self.positions, self.scores)
             ],
+            "absent": list(self.absent),
             "info": self.info,
         }
 
@@ -93,32 +99,18 @@ def render_keypoints_png(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from patchalign3d.viz import part_colors
-
     names = list(dict.fromkeys(names or keypoint_names))
     colors = part_colors(len(names))
 
-    def view(x: np.ndarray) -> np.ndarray:  # matplotlib's 3D axes are z-up
-        x = np.asarray(x, dtype=np.float64).reshape(-1, 3)
-        return x[:, [0, 2, 1]] if up_axis == "y" else x
-
-    pts, kps = view(points), view(keypoints)
+    pts, kps = plot_frame(points, up_axis), plot_frame(keypoints, up_axis)
     fig = plt.figure(figsize=(6.0, 5.2))
     ax = fig.add_subplot(1, 1, 1, projection="3d")
-    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=[(0.72, 0.72, 0.72)], s=2.0, linewidths=0, depthshade=False)
+    ax.computed_zorder = False  # the markers stay on top of the cloud instead of being sorted into it by depth
+    draw_cloud(ax, pts, np.full((len(pts), 3), 0.72), title, size=2.0)
     for p, n in zip(kps, keypoint_names):
         c = colors[names.index(n)]
-        ax.scatter([p[0]], [p[1]], [p[2]], c=[c], s=70, edgecolors="black", linewidths=0.8, depthshade=False)
-        ax.text(p[0], p[1], p[2], f" {n}", fontsize=7, color=c * 0.7)
-    lo, hi = pts.min(0), pts.max(0)
-    centre, half = (lo + hi) / 2, (hi - lo).max() / 2 or 1.0
-    for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
-        setter(c - half, c + half)
-    ax.set_box_aspect((1, 1, 1))
-    ax.view_init(elev=20, azim=-60)
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=10)
+        ax.scatter([p[0]], [p[1]], [p[2]], c=[c], s=70, edgecolors="black", linewidths=0.8, depthshade=False, zorder=2)
+        ax.text(p[0], p[1], p[2], f" {n}", fontsize=7, color=c * 0.7, zorder=3)
     fig.subplots_adjust(left=0, right=1, bottom=0, top=0.94)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,9 @@ def model_from_lightning(obj: dict) -> PatchAlign3D:
     state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     load_strict(model, state, f"the stage-{info.get('stage', '?')} checkpoint's model")
     model.text_meta = info.get("text")
+    bias = obj["state_dict"].get("logit_bias")  # SigLIP's learned bias: keypoints read the model's probabilities
+    if bias is not None:
+        model.logit_bias = float(bias)
     return model
 
 
@@ -212,8 +215,11 @@ def _load_file(path: Path, trust_pickle: bool, overrides: dict) -> PatchAlign3D:
     side = _sidecar(path)
     saved = json.loads(side.read_text()) if side.is_file() else {}
     text_meta = saved.pop("text_meta", None)
+    bias = saved.pop("logit_bias", None)
     model = model_from_released(obj, **{**saved, **overrides})
     model.text_meta = text_meta
+    if bias is not None:
+        model.logit_bias = float(bias)
     return model
 
 
@@ -241,6 +247,8 @@ def export_released(model: PatchAlign3D, path: str | os.PathLike, *, text_meta: 
     text_meta = text_meta if text_meta is not None else getattr(model, "text_meta", None)
     if text_meta:
         sidecar["text_meta"] = text_meta
+    if getattr(model, "logit_bias", None) is not None:
+        sidecar["logit_bias"] = float(model.logit_bias)
     _sidecar(path).write_text(json.dumps(sidecar, indent=1))
     return path
 

@@ -2,11 +2,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from patchalign3d.keypoints.benchmark import PUBLISHED, PredictionsError, evaluate_keypointnet
-from patchalign3d.keypoints.keypointnet import DEFAULT_NAMES, KeypointNet
-from patchalign3d.text import TextBank
+from patchalign3d.keypoints.keypointnet import KeypointNet
 
 
 def gt_predictions(root, split="test", categories="chair,table"):
@@ -80,28 +78,27 @@ def test_no_present_shape_says_where_they_are(kpnet):
         evaluate_keypointnet(kpnet, categories="chair", predictions={}, progress=False)
 
 
-def _bank(categories):
-    names = sorted({n for c in categories for n in DEFAULT_NAMES[c].values()})
-    g = torch.Generator().manual_seed(0)
-    return TextBank(names, torch.nn.functional.normalize(torch.randn(len(names), 64, generator=g), dim=-1), {})
-
-
-def test_zero_shot_detector_runs_with_a_tiny_model(kpnet, tiny_model):
-    report = evaluate_keypointnet(kpnet, categories="chair,table", model=tiny_model, text=_bank(["chair", "table"]),
-                                  progress=False)
+def test_zero_shot_detector_finds_the_keypoints_its_names_were_made_from(known, tiny_model):
+    root, bank = known
+    report = evaluate_keypointnet(root, categories="chair", model=tiny_model, text=bank, progress=False,
+                                  detector_options={"max_instances": 1, "refine": False})
     assert report["method"] == "patchalign3d zero_shot"
-    iou = np.array(list(report["mean"].values()))
-    assert ((0 <= iou) & (iou <= 100)).all() and (np.diff(iou) >= 0).all()  # IoU never falls as thresholds grow
-    assert all(v["num_pred"] >= 1 for v in report["per_shape"].values())
+    assert report["mean"]["0.00"] == 100.0 and report["per_shape"]["03001627-k0"]["num_pred"] == 2
 
 
-def test_few_shot_detector_uses_train_support(kpnet, tiny_model):
-    report = evaluate_keypointnet(kpnet, categories="chair", model=tiny_model, detector="few_shot", shots=2,
+def test_few_shot_detector_uses_train_support(known, kpnet, tiny_model):
+    root, _ = known
+    report = evaluate_keypointnet(root, categories="chair", model=tiny_model, detector="few_shot", shots=2,
                                   progress=False)
-    assert report["support"] == ["03001627-t0", "03001627-t1"]
-    assert report["per_category"]["chair"]["num_shapes"] == 2
+    assert report["support"] == ["03001627-s0", "03001627-s1"]
+    assert report["mean"]["0.00"] == 100.0  # the support shapes are the test shape: found exactly
     with pytest.raises(FileNotFoundError, match="few-shot needs 3 annotated chair shapes"):
         evaluate_keypointnet(kpnet, categories="chair", model=tiny_model, detector="few_shot", shots=3, progress=False)
+
+
+def test_lift_detector_needs_meshes(kpnet):
+    with pytest.raises(FileNotFoundError, match="lifting renders meshes"):
+        evaluate_keypointnet(kpnet, categories="chair", detector="lift", pointer="oracle", progress=False)
 
 
 def test_limit_is_reported(kpnet):

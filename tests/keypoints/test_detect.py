@@ -8,11 +8,13 @@ from patchalign3d.keypoints.geodesic import geodesic_distances
 from patchalign3d.model import patchalign3d_tiny
 from patchalign3d.text import TextBank
 from tests.conftest import make_cloud
+from tests.keypoints.conftest import patch_embeddings
 
 
 def test_result_fields_and_consistency(tiny_model, bank):
     cloud = make_cloud(600)
-    kps = detect_keypoints(cloud, ["leg end", "nose"], model=tiny_model, text=bank, max_instances=3)
+    kps = detect_keypoints(cloud, ["leg end", "nose"], model=tiny_model, text=bank, max_instances=3,
+                           min_probability=None, refine=False)
     assert isinstance(kps, Keypoints) and kps.mode == "zero_shot"
     assert kps.field.shape == (600, 2) and kps.points is not None and len(kps.points) == 600
     assert len(kps.indices) == len(kps.labels) == len(kps.scores) >= 2
@@ -24,20 +26,11 @@ def test_result_fields_and_consistency(tiny_model, bank):
         assert kps.field[kps.of(kps.names[k])[0], k] == kps.field[:, k].max()
 
 
-def _patch_embeddings(model, cloud):
-    """The release pipeline by hand (as tests/test_api.py does): normalise, swap y/z, group, encode, project."""
-    x = cloud - cloud.mean(0)
-    x = torch.from_numpy((x / np.linalg.norm(x, axis=1).max())[:, [0, 2, 1]].astype(np.float32))[None]
-    with torch.no_grad():
-        p = model.group(x)
-        emb = torch.nn.functional.normalize(model.proj(model.encoder(p.neighborhood, p.centers)), dim=-1)
-    return emb[0].numpy(), p.center_idx[0].numpy()
-
-
 def test_field_at_patch_centres_is_the_patch_cosine_with_the_text(tiny_model, bank):
     cloud = make_cloud(500, seed=2)
     kps = detect_keypoints(cloud, ["wing tip", "nose"], model=tiny_model, text=bank)
-    emb, centres = _patch_embeddings(tiny_model, cloud)
+    patches, emb = patch_embeddings(tiny_model, cloud)
+    centres = patches.center_idx[0].numpy()
     t = bank.lookup(["wing tip", "nose"]).numpy()
     t /= np.linalg.norm(t, axis=1, keepdims=True)
     np.testing.assert_allclose(kps.field[centres], emb @ t.T, atol=1e-4)
@@ -46,18 +39,19 @@ def test_field_at_patch_centres_is_the_patch_cosine_with_the_text(tiny_model, ba
 
 def test_a_name_embedded_like_a_patch_finds_its_centre(tiny_model):
     cloud = make_cloud(700, seed=5)
-    emb, centres = _patch_embeddings(tiny_model, cloud)
+    patches, emb = patch_embeddings(tiny_model, cloud)
+    centres = patches.center_idx[0].numpy()
     j = 7
-    kps = detect_keypoints(cloud, ["here"], model=tiny_model, text=emb[[j]], max_instances=1)
+    kps = detect_keypoints(cloud, ["here"], model=tiny_model, text=emb[[j]], max_instances=1, refine=False)
     assert kps.of("here").tolist() == [centres[j]]
 
 
 def test_instances_are_geodesically_apart(tiny_model, bank):
     cloud = make_cloud(800, seed=1)
-    loose = detect_keypoints(cloud, ["wing tip"], model=tiny_model, text=bank, nms_radius=0.02,
-                             min_relative_score=0.0, max_instances=None)
-    kps = detect_keypoints(cloud, ["wing tip"], model=tiny_model, text=bank, nms_radius=0.15,
-                           min_relative_score=0.0, max_instances=None)
+    opts = dict(model=tiny_model, text=bank, min_relative_score=0.0, max_instances=None, min_probability=None,
+                refine=False)
+    loose = detect_keypoints(cloud, ["wing tip"], nms_radius=0.02, **opts)
+    kps = detect_keypoints(cloud, ["wing tip"], nms_radius=0.15, **opts)
     idx = kps.of("wing tip")
     assert 2 <= len(idx) < len(loose.of("wing tip"))  # the wider radius suppressed a peak
     d = geodesic_distances(cloud, idx, unreachable=np.inf)[:, idx]
@@ -66,8 +60,9 @@ def test_instances_are_geodesically_apart(tiny_model, bank):
 
 
 def test_mesh_input_is_sampled_and_saved(tiny_model, bank, chair, tmp_path):
-    kps = detect_keypoints(chair.mesh, ["leg end", "seat corner"], model=tiny_model, text=bank, num_points=1024)
-    assert kps.points.shape == (1024, 3)
+    kps = detect_keypoints(chair.mesh, ["leg end", "seat corner"], model=tiny_model, text=bank, num_points=1024,
+                           min_probability=None)
+    assert kps.points.shape == (1024, 3) and len(kps) >= 2 and kps.info["input"] == "mesh"
     _, dist, _ = trimesh.proximity.closest_point(chair.mesh, kps.positions)
     assert dist.max() < 1e-5
     d = kps.to_dict()
