@@ -131,7 +131,7 @@ def test_a_model_that_is_not_here_points_to_the_flag(monkeypatch, capsys):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)  # as with no network and nothing cached
     assert main(["keypoints", "example:chair", "--names", "leg end"]) == 1
     err = capsys.readouterr().err
-    assert "pass a local checkpoint with --checkpoint PATH" in err and "load_model()" not in err
+    assert "Pass --checkpoint PATH" in err and "load_model()" not in err
     assert main(["evaluate", "keypointnet", "--root", ".", "--categories", "chair"]) == 1
     assert "--checkpoint PATH" in capsys.readouterr().err
 
