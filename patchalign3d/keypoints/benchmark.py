@@ -182,6 +182,12 @@ def evaluate_keypointnet(
     """
     from tqdm.auto import tqdm
 
+    if detector.startswith("discover-"):  # unsupervised keypoints: their own protocol and metrics (and lightning)
+        from patchalign3d.keypoints.discover.keypointnet import evaluate_discovered
+
+        return evaluate_discovered(root, categories=categories, split=split, model=model, limit=limit,
+                                   method=detector.removeprefix("discover-"), json_path=json_path,
+                                   markdown_path=markdown_path, **(detector_options or {}))
     dataset = KeypointNet(root, categories, split)
     if len(dataset) == 0:
         elsewhere = {s: n for s, n in dataset.present_elsewhere().items() if n}

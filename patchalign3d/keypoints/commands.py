@@ -177,8 +177,13 @@ def _keypoints(args: argparse.Namespace) -> int:
 
 
 def keypoints_main(argv: Sequence[str] | None = None) -> int:
-    """``patchalign3d keypoints SHAPE --names ...``; returns the exit status."""
-    args = _keypoints_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    """``patchalign3d keypoints SHAPE --names ...`` (or ``keypoints discover ...``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["discover"]:
+        from patchalign3d.keypoints.discover.cli import discover_main  # lightning is imported only for this
+
+        return discover_main(argv[1:])
+    args = _keypoints_parser().parse_args(argv)
     return _run("patchalign3d keypoints", lambda: _keypoints(args))
 
 
@@ -193,7 +198,9 @@ def _keypointnet_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", default="airplane,chair,table")
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     p.add_argument("--predictions", default=None, help='JSON {"<synset>-<model_id>": [point indices]} to score')
-    p.add_argument("--detector", default="zero_shot", choices=("zero_shot", "few_shot"))
+    p.add_argument("--detector", default="zero_shot", choices=("zero_shot", "few_shot", "discover-embeddings", "discover-diffuser"))
+    p.add_argument("--k", type=int, default=10, help="discover-*: unsupervised keypoints per shape")
+    p.add_argument("--diffuser", default=None, help="discover-diffuser: a trained KeyPointDiffuser checkpoint")
     p.add_argument("--shots", type=int, default=3, help="few-shot: support shapes per category (from the train split)")
     p.add_argument("--names", default=None, help="JSON {category: {semantic_id: name}} replacing the default names")
     _add_model_args(p)
@@ -215,6 +222,7 @@ def _keypointnet(args: argparse.Namespace) -> int:
         text=text, detector=args.detector, shots=args.shots,
         names=read_names_table(args.names) if args.names else None, limit=args.limit,
         json_path=args.json, markdown_path=args.markdown,
+        detector_options={"k": args.k, "diffuser": args.diffuser} if args.detector.startswith("discover-") else None,
     )
     print(report["markdown"])
     if report["num_missing"]:
