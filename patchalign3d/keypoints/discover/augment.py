@@ -3,6 +3,7 @@
 - :func:`similarity_crop` (StableKeypoints' equivariance transform, in 3D): a small rotation about the up
   axis, a scaling and a crop of the cloud by a plane. Points keep their identity, so a map on the transformed
   cloud compares with the original map point for point (no inverse warp is needed, unlike images).
+- :func:`model_frame`: ``segment()``'s frame, which the diffuser and the store's batches use.
 - :class:`DeformDraw` (KeyPointDiffuser's deformation consistency): stretch, taper and twist about the up axis,
   smooth enough that a keypoint should follow the surface it sits on.
 """
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 UP_INDEX = {"y": 1, "z": 2}
+UP_AXES = tuple(UP_INDEX)
 
 
 def _rotation(axis: int, angle: float) -> np.ndarray:
@@ -92,3 +94,23 @@ class DeformDraw:
         cols = [None, None, None]
         cols[a], cols[b], cols[self.up] = new_a, new_b, height
         return torch.cat(cols, dim=-1)
+
+
+def model_frame(points: np.ndarray, up_axis: str = "y") -> tuple[np.ndarray, np.ndarray, float]:
+    """``segment()``'s frame: centred on the centroid, unit max radius, y and z swapped for y-up input.
+
+    Returns the ``(N, 3)`` points in that frame, the centre and the radius (to map keypoints back).
+    """
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    x = np.asarray(points, dtype=np.float32)
+    centre = x.mean(axis=0)
+    radius = float(np.sqrt(((x - centre) ** 2).sum(axis=1)).max()) or 1.0
+    x = (x - centre) / radius
+    return (x[:, [0, 2, 1]] if up_axis == "y" else x).astype(np.float32), centre, radius
+
+
+def from_model_frame(x: np.ndarray, centre: np.ndarray, radius: float, up_axis: str = "y") -> np.ndarray:
+    """Inverse of :func:`model_frame`."""
+    x = np.asarray(x, dtype=np.float32)
+    return (x[:, [0, 2, 1]] if up_axis == "y" else x) * radius + centre

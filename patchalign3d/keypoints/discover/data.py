@@ -18,7 +18,8 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from patchalign3d.keypoints.discover.diffuser import KeyPointDiffuser, model_frame
+from patchalign3d.keypoints.discover.augment import model_frame
+from patchalign3d.keypoints.discover.diffuser import KeyPointDiffuser
 
 
 class ShapeClouds(Dataset):

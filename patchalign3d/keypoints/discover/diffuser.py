@@ -32,7 +32,7 @@ from lightning import LightningModule
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from patchalign3d.keypoints.discover.augment import DeformDraw
+from patchalign3d.keypoints.discover.augment import DeformDraw, from_model_frame, model_frame
 from patchalign3d.keypoints.discover.diffuser_net import (
     Denoiser,
     EDMPrecond,
@@ -45,30 +45,8 @@ from patchalign3d.keypoints.result import Keypoints
 from patchalign3d.model.grouping import farthest_point_sample
 from patchalign3d.model.patchalign3d import PatchAlign3D, PatchAlign3DConfig
 
-UP_AXES = ("y", "z")
-
 # The frozen backbone is in eval mode on purpose; Lightning's generic hint about it is noise.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-
-
-def model_frame(points: np.ndarray, up_axis: str = "y") -> tuple[np.ndarray, np.ndarray, float]:
-    """``segment()``'s frame: centred on the centroid, unit max radius, y and z swapped for y-up input.
-
-    Returns the ``(N, 3)`` points in that frame, the centre and the radius (to map keypoints back).
-    """
-    if up_axis not in UP_AXES:
-        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
-    x = np.asarray(points, dtype=np.float32)
-    centre = x.mean(axis=0)
-    radius = float(np.sqrt(((x - centre) ** 2).sum(axis=1)).max()) or 1.0
-    x = (x - centre) / radius
-    return (x[:, [0, 2, 1]] if up_axis == "y" else x).astype(np.float32), centre, radius
-
-
-def from_model_frame(x: np.ndarray, centre: np.ndarray, radius: float, up_axis: str = "y") -> np.ndarray:
-    """Inverse of :func:`model_frame`."""
-    x = np.asarray(x, dtype=np.float32)
-    return (x[:, [0, 2, 1]] if up_axis == "y" else x) * radius + centre
 
 
 class KeyPointDiffuser(LightningModule):

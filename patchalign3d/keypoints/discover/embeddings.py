@@ -40,6 +40,17 @@ from patchalign3d.precision import DEFAULT_DTYPE
 FEATURES = ("embeddings", "tokens")
 
 
+def position_code(points: np.ndarray, bands: int) -> Tensor:
+    """``(N, 6 * bands)`` Fourier code of the points (centred on their centroid, unit max radius), scaled to unit
+    norm per point."""
+    x = np.asarray(points, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    x = x / (np.linalg.norm(x, axis=1).max() or 1.0)
+    angles = (x[:, :, None] * (np.pi * 2.0 ** np.arange(bands))).reshape(len(x), -1)
+    code = np.concatenate([np.sin(angles), np.cos(angles)], axis=1) / np.sqrt(3 * bands)
+    return torch.from_numpy(code.astype(np.float32))
+
+
 def keypoint_names(k: int) -> list[str]:
     """The names unsupervised keypoints go by: ``kp0 ... kp{k-1}``, the same slot on every shape."""
     return [f"kp{i}" for i in range(k)]
@@ -108,6 +119,8 @@ class EmbeddingKeypoints:
         augmentations: int = 2,
         tta: int = 2,
         features: str = "embeddings",
+        position_weight: float = 1.0,
+        position_bands: int = 2,
         rotate_deg: float = 15.0,
         scale_range: tuple[float, float] = (1.0, 1.2),
         crop: float = 0.1,
@@ -130,6 +143,7 @@ class EmbeddingKeypoints:
         self.points_per_step = points_per_step
         self.sigma, self.equivariance_weight = sigma, equivariance_weight
         self.augmentations, self.tta, self.features = augmentations, tta, features
+        self.position_weight, self.position_bands = position_weight, position_bands
         self.transform = dict(rotate_deg=rotate_deg, scale_range=tuple(scale_range), crop=crop)
         self.num_points, self.seed = num_points, seed
         self.options = dict(up_axis=up_axis, device=device, dtype=dtype)
@@ -156,7 +170,10 @@ class EmbeddingKeypoints:
         feats = pf.embeddings if self.features == "embeddings" else pf.tokens
         if feats is None:
             raise ValueError("this model has no text head (a stage-1 checkpoint?): use features='tokens'")
-        return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+        feats = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+        if not self.position_weight:
+            return feats
+        return torch.cat([feats, self.position_weight * position_code(points, self.position_bands)], dim=1)
 
     def _views(self, points: np.ndarray, count: int, rng: np.random.Generator) -> list[tuple[Tensor, Tensor]]:
         """``count`` transformed copies: ``(kept point indices, their features on the copy)``."""
@@ -287,7 +304,8 @@ class EmbeddingKeypoints:
             finder = cls(model, s["k"], candidates=s["candidates"], top=s["top"], steps=s["steps"],
                          batch_shapes=s["batch_shapes"], points_per_step=s["points_per_step"], lr=s["lr"], sigma=s["sigma"],
                          equivariance_weight=s["equivariance_weight"], augmentations=s["augmentations"],
-                         tta=s["tta"], features=s["features"], num_points=s["num_points"], seed=s["seed"],
+                         tta=s["tta"], features=s["features"], position_weight=s["position_weight"],
+                         position_bands=s["position_bands"], num_points=s["num_points"], seed=s["seed"],
                          **s["transform"], **s["options"])
             finder.embeddings, finder.selected = state["embeddings"], state["selected"]
         except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError, EOFError) as err:

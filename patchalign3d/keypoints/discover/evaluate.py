@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from patchalign3d.keypoints.discover import metrics as M
+from patchalign3d.keypoints.discover.augment import model_frame
 from patchalign3d.keypoints.discover.shapes import LabelledShape
+from patchalign3d.model.grouping import farthest_point_sample
 
 #: What a split reports for a method (and, with ``_random``, for the baseline).
 FIGURES = ("das", "forward", "backward", "correlation", "regression_error")
@@ -119,3 +122,21 @@ def embeddings_method(model: Any, k: int, **options: Any) -> Method:
 def diffuser_method(diffuser: Any) -> Method:
     """A trained :class:`KeyPointDiffuser`; the training shapes only fit the regressor."""
     return lambda train: (lambda shape: diffuser.predict(shape.points).positions)
+
+
+def fixed_positions_method(k: int) -> Method:
+    """A control that knows nothing of the shapes but their alignment: K farthest-point samples of the first
+    training shape (centred on its centroid, unit max radius) are fixed positions, and a shape's keypoints are
+    its points nearest to them in the same frame. What it scores is what alignment alone gives."""
+
+    def fit(train: Sequence[LabelledShape]) -> Callable[[LabelledShape], np.ndarray]:
+        ref = model_frame(train[0].points)[0]
+        anchors = ref[farthest_point_sample(torch.from_numpy(ref)[None], k)[0].numpy()]
+
+        def predict(shape: LabelledShape) -> np.ndarray:
+            frame = model_frame(shape.points)[0]
+            return shape.points[((frame[None] - anchors[:, None]) ** 2).sum(-1).argmin(axis=1)]
+
+        return predict
+
+    return fit

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from patchalign3d.keypoints.discover.augment import DeformDraw
+from patchalign3d.keypoints.discover.augment import DeformDraw, from_model_frame, model_frame
 from patchalign3d.keypoints.discover.data import fit_diffuser
-from patchalign3d.keypoints.discover.diffuser import KeyPointDiffuser, from_model_frame, model_frame
+from patchalign3d.keypoints.discover.diffuser import KeyPointDiffuser
 from patchalign3d.keypoints.discover.diffuser_net import (
     Denoiser,
     EDMPrecond,
