@@ -117,7 +117,7 @@ class EmbeddingKeypoints:
         sigma: float = 0.05,
         equivariance_weight: float = 10.0,
         augmentations: int = 2,
-        tta: int = 2,
+        tta: int = 1,
         features: str = "embeddings",
         position_weight: float = 1.0,
         position_bands: int = 2,

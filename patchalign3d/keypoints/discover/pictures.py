@@ -30,7 +30,7 @@ def consistency_png(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from patchalign3d.viz import part_colors
+    from patchalign3d.viz import draw_cloud, part_colors
 
     if not shapes:
         raise ValueError("consistency_png needs at least one shape")
@@ -45,18 +45,9 @@ def consistency_png(
     for i, (points, keypoints) in enumerate(shapes):
         ax = fig.add_subplot(1, len(shapes), i + 1, projection="3d")
         pts, kps = view(points), view(keypoints)
-        ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=[(0.75, 0.75, 0.75)], s=1.5, linewidths=0, depthshade=False)
+        draw_cloud(ax, pts, np.full((len(pts), 3), 0.75), title=labels[i] if labels is not None else None, size=1.5)
         ax.scatter(kps[:, 0], kps[:, 1], kps[:, 2], c=colors[: len(kps)], s=60, edgecolors="black", linewidths=0.7,
                    depthshade=False)
-        lo, hi = pts.min(0), pts.max(0)
-        centre, half = (lo + hi) / 2, (hi - lo).max() / 2 or 1.0
-        for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
-            setter(c - half, c + half)
-        ax.set_box_aspect((1, 1, 1))
-        ax.view_init(elev=20, azim=-60)
-        ax.set_axis_off()
-        if labels is not None:
-            ax.set_title(labels[i], fontsize=8)
     handles = [plt.Line2D([], [], marker="o", ls="", color=colors[j], markeredgecolor="black", label=f"kp{j}")
                for j in range(k)]
     fig.legend(handles=handles, loc="lower center", ncol=min(k, 10), fontsize=7, frameon=False)
