@@ -9,7 +9,7 @@ Figures, all from this one run:
 - diffuser fit: with --demo, ``lightning fit -c configs/demo/diffuser.yaml`` on the demo's store (what the demo
   runs); without, fit_diffuser on the 10 beds for 150 steps;
 - per shape, timed round-robin with segment() on the same 2048 points (best of the rounds, so that a busy spell
-  of a shared machine hits them alike): embeddings predict (tta 2, the default, and tta 0) and diffuser predict;
+  of a shared machine hits them alike): embeddings predict (tta 1, the default, and tta 0) and diffuser predict;
 - with --demo-step: the demo's unsupervised-keypoint step (both methods, every split, pictures) on the demo's
   folders, which is the time the demo adds.
 """

@@ -23,6 +23,7 @@ test-time ensembling).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,9 @@ from patchalign3d.keypoints.result import Keypoints
 from patchalign3d.precision import DEFAULT_DTYPE
 
 FEATURES = ("embeddings", "tokens")
+#: Training shapes whose features :meth:`EmbeddingKeypoints.fit` keeps, so that predicting them (the regression
+#: protocol fits on the training shapes' keypoints) does not run the model on them again.
+KEPT_FEATURES = 16
 
 
 def position_code(points: np.ndarray, bands: int) -> Tensor:
@@ -49,6 +53,11 @@ def position_code(points: np.ndarray, bands: int) -> Tensor:
     angles = (x[:, :, None] * (np.pi * 2.0 ** np.arange(bands))).reshape(len(x), -1)
     code = np.concatenate([np.sin(angles), np.cos(angles)], axis=1) / np.sqrt(3 * bands)
     return torch.from_numpy(code.astype(np.float32))
+
+
+def _content_key(points: np.ndarray) -> str:
+    pts = np.ascontiguousarray(points, dtype=np.float32)
+    return hashlib.sha1(pts.tobytes()).hexdigest() + str(pts.shape)
 
 
 def keypoint_names(k: int) -> list[str]:
@@ -150,6 +159,7 @@ class EmbeddingKeypoints:
         self.embeddings: Tensor | None = None  # (C, D) the optimised vectors
         self.selected: Tensor | None = None  # (k,) which vectors are the keypoints, in slot order
         self.history: list[float] = []
+        self._kept: dict[str, Tensor] = {}  # features of up to KEPT_FEATURES training shapes, by content
 
     @property
     def names(self) -> list[str]:
@@ -174,6 +184,11 @@ class EmbeddingKeypoints:
         if not self.position_weight:
             return feats
         return torch.cat([feats, self.position_weight * position_code(points, self.position_bands)], dim=1)
+
+    def _features_of(self, points: np.ndarray) -> Tensor:
+        """:meth:`point_features`, from what :meth:`fit` kept when ``points`` was one of its shapes."""
+        kept = self._kept.get(_content_key(points))
+        return kept if kept is not None else self.point_features(points)
 
     def _views(self, points: np.ndarray, count: int, rng: np.random.Generator) -> list[tuple[Tensor, Tensor]]:
         """``count`` transformed copies: ``(kept point indices, their features on the copy)``."""
@@ -233,10 +248,13 @@ class EmbeddingKeypoints:
             raise ValueError("fit needs a non-empty list of shapes")
         rng = np.random.default_rng(self.seed)
         data = []
+        self._kept = {}
         for shape in tqdm(shapes, desc="features", disable=not progress):
             pts = as_shape(shape, num_points=self.num_points, seed=self.seed).points
             scaled = torch.from_numpy(pts / diagonal(pts)).float()  # Gaussians in fractions of the diagonal
             data.append((scaled, self.point_features(pts), self._views(pts, self.augmentations, rng)))
+            if len(self._kept) < KEPT_FEATURES:
+                self._kept[_content_key(pts)] = data[-1][1]
         gen = torch.Generator().manual_seed(self.seed)
         dim = data[0][1].shape[1]
         embeddings = torch.randn(self.candidates, dim, generator=gen).requires_grad_(True)
@@ -263,7 +281,7 @@ class EmbeddingKeypoints:
         """``(N, k)`` maps of the keypoint vectors on a shape's points, averaged over ``tta`` copies."""
         if self.embeddings is None or self.selected is None:
             raise RuntimeError("EmbeddingKeypoints.predict before fit: call fit(shapes) first")
-        total = self.maps(self.point_features(points))[:, self.selected]
+        total = self.maps(self._features_of(points))[:, self.selected]
         count = torch.ones(len(points), 1)
         for kept, feats in self._views(points, self.tta, np.random.default_rng(self.seed + 1)):
             total[kept] += self.maps(feats)[:, self.selected]
@@ -289,7 +307,7 @@ class EmbeddingKeypoints:
             raise RuntimeError("nothing to save: call fit(shapes) first")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        settings = {k: v for k, v in vars(self).items() if k not in ("model", "embeddings", "selected", "history")}
+        settings = {k: v for k, v in vars(self).items() if k not in ("model", "embeddings", "selected", "history", "_kept")}
         torch.save({"embeddings": self.embeddings, "selected": self.selected, "settings": settings}, path)
         return path
 

@@ -9,9 +9,11 @@
   not depend on the frame the shapes are in, as long as predictions and annotations share it.
 - **Keypoint correlation** (KeyPointDiffuser, ``scripts/test/get_correspondence.py``,
   ``keypoint_label_correlation``): each shape's points are scaled by one min and max over all their
-  coordinates to ``[-1, 1]``; keypoint ``k`` "touches" part label ``l`` when a point of that label lies within
-  0.05 of it. Per keypoint slot, the label touched by the most shapes gives a fraction of shapes; the mean over
-  slots is the correlation.
+  coordinates to ``[-1, 1]``; a keypoint farther than 0.05 from every labelled point is first pulled towards
+  the nearest one until it is 0.05 away (``project_to_surface``: keypoints off the surface, such as convex
+  combinations, still touch the part they hover over); keypoint ``k`` then "touches" part label ``l`` when a
+  point of that label lies within 0.05 of it. Per keypoint slot, the label touched by the most shapes gives a
+  fraction of shapes; the mean over slots is the correlation.
 - **Regression error** (StableKeypoints, ``unsupervised_keypoints/keypoint_regressor.py`` and ``eval.py``):
   a linear map without bias from the K unsupervised keypoints to the annotated ones, fitted by least squares
   (``pinv(XᵀX) Xᵀ Y``) on training shapes in a frame centred on the frame's middle, one target keypoint at a
@@ -117,6 +119,17 @@ def unit_box_frame(points: np.ndarray) -> tuple[float, float]:
     return float(pts.min()), float(pts.max())
 
 
+def project_to_surface(keypoints: np.ndarray, points: np.ndarray, eps: float) -> np.ndarray:
+    """``(K, 3)`` keypoints moved towards their nearest of ``(N, 3)`` points until at most ``eps`` from it
+    (KeyPointDiffuser's ``project_to_surface``, with its ``1e-8`` added to the distance, so that a moved keypoint
+    ends just inside ``eps``); keypoints already within ``eps`` stay."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    nearest = np.asarray(points, dtype=np.float64)[_nearest(kp, points).argmin(axis=1)]
+    towards = nearest - kp
+    dist = np.linalg.norm(towards, axis=1, keepdims=True) + 1e-8
+    return kp + towards * np.where(dist > eps, (dist - eps) / dist, 0.0)
+
+
 def keypoint_correlation(
     predicted: Sequence[np.ndarray],
     points: Sequence[np.ndarray],
@@ -138,7 +151,9 @@ def keypoint_correlation(
     for kp, pts, lab in zip(predicted, points, labels):
         lo, hi = unit_box_frame(pts)
         scale = 2.0 / ((hi - lo) or 1.0)
-        d = np.sqrt(_nearest((np.asarray(kp) - lo) * scale - 1.0, (np.asarray(pts) - lo) * scale - 1.0))
+        unit_pts = (np.asarray(pts, np.float64) - lo) * scale - 1.0
+        d = np.sqrt(_nearest(project_to_surface((np.asarray(kp, np.float64) - lo) * scale - 1.0, unit_pts, radius),
+                             unit_pts))
         present = np.zeros((len(kp), num_labels), dtype=bool)
         k_idx, p_idx = np.nonzero(d <= radius)
         present[k_idx, np.asarray(lab, dtype=np.int64)[p_idx]] = True

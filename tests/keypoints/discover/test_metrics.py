@@ -4,10 +4,11 @@
   pair of shapes, self-pairs included) and 67-90 (``bwd_alignment_scores``: per semantic id, then the mean);
   DAS = (forward + backward) / 2 as rhys-newbury/keypoint_diffuser ``scripts/test/get_das.py`` prints it
   (``__main__``: ``DUAL ALIGNMENT SCORE: (fwd + bwd) / 2``).
-- Correlation: rhys-newbury/keypoint_diffuser ``scripts/test/get_correspondence.py``,
-  ``keypoint_label_correlation`` (presence within 0.05, counts over shapes, max over labels / B, mean over
-  keypoints), clouds scaled by one min and max to [-1, 1] (``run_prediction``: ``pcn = 2 * ((pc - min) /
-  (max - min) - 0.5)``).
+- Correlation: rhys-newbury/keypoint_diffuser ``scripts/test/get_correspondence.py`` (commit fc0b425),
+  ``keypoint_label_correlation`` lines 213-289 (each keypoint first through ``project_to_surface``, lines
+  186-209, called at line 254; presence within 0.05, counts over shapes, max over labels / B, mean over
+  keypoints), clouds scaled by one min and max to [-1, 1] (``run_prediction``, lines 140-148: ``pcn = 2 *
+  ((pc - min) / (max - min) - 0.5)``).
 - Regression: ubc-vision/StableKeypoints ``unsupervised_keypoints/keypoint_regressor.py`` lines 201-226
   (``return_regressor_visible``: ``pinv(XᵀX) Xᵀ y`` per target over the shapes where it is visible, no bias)
   and ``eval.py`` lines 453-480 (prediction ``x @ W``, l2 per keypoint, ``visible``: sum / count).
@@ -62,9 +63,14 @@ def test_keypoint_correlation_by_hand():
     assert M.keypoint_correlation([a, b], [pts, pts], [labels, labels]) == pytest.approx(0.75)
     # each cloud is scaled by its own min and max: scaling one shape with its keypoints changes nothing
     assert M.keypoint_correlation([a, b * 10], [pts, pts * 10], [labels, labels]) == pytest.approx(0.75)
-    # 0.06 away is beyond the 0.05 radius
-    far = np.array([[0.06, 0, 0], [0.5, 0, 0.06]])
-    assert M.keypoint_correlation([far], [pts], [labels]) == pytest.approx(0.0)
+    # a keypoint 0.2 from its nearest point (label 2) is first pulled to 0.05 of it, then touches label 2 only
+    # (get_correspondence.py, project_to_surface, lines 186-209, called at line 254); without that pull the slot
+    # would touch nothing on shape `off` and score 1/2
+    off, on = np.array([[0.2, 0, 0]]), np.array([[0.01, 0, 0]])
+    assert M.keypoint_correlation([off, on], [pts, pts], [labels, labels]) == pytest.approx(1.0)
+    moved = M.project_to_surface(off, pts, 0.05)
+    assert np.linalg.norm(moved[0] - pts[2]) == pytest.approx(0.05, abs=1e-8) and moved[0, 0] < 0.05
+    np.testing.assert_array_equal(M.project_to_surface(on, pts, 0.05), on)  # within 0.05: stays
 
 
 BOX = np.array([[-1, -1, -1], [1, 1, 1]], dtype=float)  # centre 0, diagonal 2*sqrt(3)
