@@ -11,7 +11,9 @@ Figures, all from this one run:
 - per shape, timed round-robin with segment() on the same 2048 points (best of the rounds, so that a busy spell
   of a shared machine hits them alike): embeddings predict (tta 1, the default, and tta 0) and diffuser predict;
 - with --demo-step: the demo's unsupervised-keypoint step (both methods, every split, pictures) on the demo's
-  folders, which is the time the demo adds.
+  folders, which is the time the demo adds;
+- with --demo: the fixed-positions control on the demo's splits (K places fixed in the frame of one training
+  shape, no model at all): what the shapes' alignment alone scores.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from data_engine.synthetic import make_shape
 from patchalign3d.api import segment
 from patchalign3d.keypoints.detect import as_shape
 from patchalign3d.keypoints.discover import EmbeddingKeypoints, fit_diffuser
-from patchalign3d.keypoints.discover.demo import demo_unsupervised, train_demo_diffuser
+from patchalign3d.keypoints.discover.demo import DEMO_K, demo_tasks, demo_unsupervised, train_demo_diffuser
+from patchalign3d.keypoints.discover.evaluate import evaluate_method, fixed_positions_method
 from patchalign3d.model import patchalign3d_base
 from patchalign3d.model.checkpoint import load_model
 
@@ -88,8 +91,13 @@ def main() -> None:
         "predict_s": {k: round(v, 4) for k, v in best.items() if k != "segment"},
         "predict_ratio_to_segment": {k: round(v / best["segment"], 2) for k, v in best.items() if k != "segment"},
     }
+    roots = {name: demo / "shapes" / name for name in ("trainval", "test_seen", "test_unseen")} if demo else {}
+    if demo is not None:
+        keys = ("das", "das_random", "regression_error", "regression_error_random", "correlation", "correlation_random")
+        figures["fixed_positions_control"] = {
+            split: {k: r[k] for k in keys} for split, r in
+            ((split, evaluate_method(tasks, fixed_positions_method(DEMO_K), DEMO_K)) for split, tasks in demo_tasks(roots).items())}
     if args.demo_step and demo is not None:
-        roots = {name: demo / "shapes" / name for name in ("trainval", "test_seen", "test_unseen")}
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             report = demo_unsupervised(backbone, roots, demo / "store", tmp,

@@ -39,8 +39,8 @@ QUICK_SEEN_CATEGORIES = 3
 PICTURE_SHAPES = 4
 METHODS = ("embeddings", "diffuser")
 #: EmbeddingKeypoints settings of the full demo: half the library's optimisation steps and no test-time copies
-#: (each copy is one more pass of the model per shape), to fit the demo's time; on the held-out categories
-#: this costs DAS 0.92 -> see BENCHMARKS.md, "Keypoints nobody named".
+#: (each copy is one more pass of the model per shape), for the demo's time on a shared machine; on an earlier
+#: demo model they scored held-out DAS 0.96 against 0.92 with the defaults (BENCHMARKS.md, "Keypoints nobody named").
 DEMO_EMBEDDINGS = {"steps": 50, "tta": 0}
 #: The quick demo's: a smoke run.
 QUICK_EMBEDDINGS = {"steps": 10, "augmentations": 1, "tta": 0}

@@ -10,7 +10,6 @@ with ICP), so it is reported as null here.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,11 +54,10 @@ def evaluate_discovered(
     fit_shapes: int = 20,
     limit: int | None = None,
     seed: int = 0,
-    json_path: str | os.PathLike | None = None,
-    markdown_path: str | os.PathLike | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Score ``method`` (``"embeddings"`` or ``"diffuser"``) on KeypointNet; the report (also JSON / markdown).
+    """Score ``method`` (``"embeddings"`` or ``"diffuser"``) on KeypointNet; the report, with its ``markdown``
+    (:func:`patchalign3d.keypoints.benchmark.evaluate_keypointnet` writes the files).
 
     Args:
         diffuser: a KeyPointDiffuser checkpoint; without it, one is trained on each category's training shapes.
@@ -103,12 +101,6 @@ def evaluate_discovered(
                    "correlation_note": "null: KeypointNet has no per-point part labels",
                    "published": PUBLISHED})
     report["markdown"] = markdown_table(report)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps({k_: v for k_, v in report.items() if k_ != "markdown"}, indent=1))
-    if markdown_path:
-        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown_path).write_text(report["markdown"])
     return report
 
 

@@ -92,3 +92,21 @@ def test_diffuser_keypoints_carry_the_shape_unlike_random(beds, tiny_model):
                             width=16, heads=2, aux_dim=3, decoder_width=16, decoder_depth=1, recon_points=64)
     report = evaluate_method(beds, diffuser_method(diffuser), k=4)
     assert report["regression_error"] <= 0.5 * report["regression_error_random"]  # measured 0.08 against 0.27
+
+
+def test_fixed_positions_control_picks_each_shapes_points_nearest_to_fixed_places(beds):
+    from patchalign3d.keypoints.discover.augment import model_frame
+    from patchalign3d.keypoints.discover.evaluate import fixed_positions_method
+
+    predict = fixed_positions_method(3)(beds[0].train)
+    for shape in beds[0].test:
+        kps = predict(shape)
+        assert kps.shape == (3, 3) and all((shape.points == k).all(axis=1).any() for k in kps)
+    # on the first training shape, the places are its own farthest-point samples: they are found again exactly
+    import torch
+
+    from patchalign3d.model.grouping import farthest_point_sample
+
+    first = beds[0].train[0]
+    fps = farthest_point_sample(torch.from_numpy(model_frame(first.points)[0])[None], 3)[0].numpy()
+    np.testing.assert_array_equal(predict(first), first.points[fps])
