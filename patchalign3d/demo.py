@@ -462,9 +462,13 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
                              by_category=split in ("test_unseen", "test_hard"))
     keypoints = None
     if not tune:  # keypoints are scored on test splits, which tuning never looks at
+        from patchalign3d.keypoints.discover.demo import demo_unsupervised, demo_unsupervised_lines
         from patchalign3d.keypoints.synthetic import demo_keypoints, demo_report_lines
 
         keypoints = step("keypoints", demo_keypoints, model, roots, min(size.test_per_category, size.heldout_per_category))
+        with resources.as_file(demo_config("demo/diffuser.yaml")) as diffuser_config:
+            keypoints["unsupervised"] = step("unsupervised_keypoints", demo_unsupervised, exported, roots, store, out,
+                                             quick=quick, seed=seed, config=diffuser_config)
     total = time.perf_counter() - t0
     heldout = heldout_mean(splits["test_unseen"]) if "test_unseen" in splits else None
     results = {
@@ -485,7 +489,7 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     table = write_summary(out, results)
     if keypoints is not None:
         with table.open("a") as f:
-            f.write("\n".join(demo_report_lines(keypoints)) + "\n")
+            f.write("\n".join(demo_report_lines(keypoints) + demo_unsupervised_lines(keypoints["unsupervised"])) + "\n")
     _say(f"done in {total / 60:.1f} min")
     if quick:
         _say(SMOKE_RUN_NOTE)

@@ -83,6 +83,11 @@ def test_quick_demo_end_to_end_and_deterministic(tmp_path, capsys):
     assert unseen["lift_shapes"] == 2 and unseen["iou"]["lift_oracle"]["0.10"] >= 90.0
     assert unseen["absent"]["asked"] > 0 and "Names found absent (zero-shot):" in results
     assert "| test_unseen | 2 | lift (oracle pointer: upper bound) |" in results
+    unsupervised = keypoints["unsupervised"]  # both discovery methods, labelled as the smoke run they are
+    assert unsupervised["smoke_run"] is True and "Smoke run" in results
+    for method in ("embeddings", "diffuser"):
+        assert {"das", "das_random", "regression_error", "regression_error_random"} <= set(unsupervised[method]["test_unseen"])
+    assert unsupervised["pictures"] and all((first / p).is_file() for p in unsupervised["pictures"])
 
     # benchmarks/demo_recipe.py's seed table over the two identical runs: no spread, and the quick demo's
     # unscored keypoint figures (too few seen test shapes for a support set) are left out, not made NaN

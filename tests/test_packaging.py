@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: (`lightning = lightning.fabric.cli:_legacy_main` in entry_points.txt of 2.3.x, 2.4.0, 2.5.0 and 2.5.0.post0);
 #: 2.5.1 is the first whose entry_points.txt holds only `fabric` (checked on PyPI's wheels).
 FIRST_LIGHTNING_WITHOUT_SCRIPT = Version("2.5.1")
-DEMO_CONFIGS = ("configs/demo/stage1.yaml", "configs/demo/stage2.yaml", "configs/data/demo.yaml")
+DEMO_CONFIGS = ("configs/demo/stage1.yaml", "configs/demo/stage2.yaml", "configs/demo/diffuser.yaml",
+                "configs/data/demo.yaml")
 
 
 def _setup_cfg() -> configparser.ConfigParser:

@@ -226,6 +226,12 @@ def evaluate_keypointnet(
             :func:`lift_keypoints` (whose ``min_probability`` goes to the feature pointer).
         limit: score at most this many shapes per category (quick checks; the report says so).
     """
+    if detector.startswith("discover-"):  # unsupervised keypoints: their own protocol and metrics (and lightning)
+        from patchalign3d.keypoints.discover.keypointnet import evaluate_discovered
+
+        return write_report(evaluate_discovered(root, categories=categories, split=split, model=model, limit=limit,
+                                                method=detector.removeprefix("discover-"), **(detector_options or {})),
+                            json_path, markdown_path)
     dataset = KeypointNet(root, categories, split)
     if len(dataset) == 0:
         elsewhere = {s: n for s, n in dataset.present_elsewhere().items() if n}
@@ -281,6 +287,12 @@ def evaluate_keypointnet(
     if predictions is None and detector == "few_shot":
         report["support"] = run.support_keys
     report["markdown"] = markdown_table(report)
+    return write_report(report, json_path, markdown_path)
+
+
+def write_report(report: dict[str, Any], json_path: str | os.PathLike | None,
+                 markdown_path: str | os.PathLike | None) -> dict[str, Any]:
+    """Write a report's figures (JSON, without the markdown) and its ``markdown`` where asked; returns it."""
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=1))

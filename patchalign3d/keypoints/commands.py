@@ -247,8 +247,13 @@ def _keypoints(args: argparse.Namespace) -> int:
 
 
 def keypoints_main(argv: Sequence[str] | None = None) -> int:
-    """``patchalign3d keypoints SHAPE --names ...``; returns the exit status."""
-    args = _keypoints_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    """``patchalign3d keypoints SHAPE --names ...`` (or ``keypoints discover ...``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["discover"]:
+        from patchalign3d.keypoints.discover.cli import discover_main  # lightning is imported only for this
+
+        return discover_main(argv[1:])
+    args = _keypoints_parser().parse_args(argv)
     return run_command("patchalign3d keypoints", lambda: _keypoints(args))
 
 
@@ -264,7 +269,10 @@ def _keypointnet_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", default="airplane,chair,table")
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     p.add_argument("--predictions", default=None, help='JSON {"<synset>-<model_id>": [point indices]} to score')
-    p.add_argument("--detector", default="zero_shot", choices=("zero_shot", "few_shot", "lift"))
+    p.add_argument("--detector", default="zero_shot",
+                   choices=("zero_shot", "few_shot", "lift", "discover-embeddings", "discover-diffuser"))
+    p.add_argument("--k", type=int, default=10, help="discover-*: unsupervised keypoints per shape")
+    p.add_argument("--diffuser", default=None, help="discover-diffuser: a trained KeyPointDiffuser checkpoint")
     p.add_argument("--shots", type=int, default=3, help="few-shot: support shapes per category (from the train split)")
     p.add_argument("--names", default=None, help="JSON {category: {semantic_id: name}} replacing the default names")
     _add_model_args(p)
@@ -288,6 +296,8 @@ def _keypointnet(args: argparse.Namespace) -> int:
         options = _refine(args)
     elif args.detector == "lift":
         options = {**_lift_options(args), "min_probability": args.min_probability}
+    elif args.detector.startswith("discover-"):
+        options = {"k": args.k, "diffuser": args.diffuser}
     molmo = {"model_id": args.molmo_model, "device": args.device, "trust_remote_code": args.trust_remote_code}
     report = evaluate_keypointnet(
         args.root, categories=args.categories, split=args.split, predictions=args.predictions, model=model,
