@@ -29,7 +29,7 @@ from .litdata_jobs import run_map
 from .nodes import node_count_and_rank, node_shares
 from .process import StageTimer, process_mesh
 from .publish import publish_store
-from .runs import join_run, make_plan
+from .runs import join_run, make_plan, shape_owners
 from .store import STAGING, Staging
 from .worker import ShapeWorker
 
@@ -181,8 +181,9 @@ def precompute(
     staging.clear_fatal(rank)
     shares = {s: node_shares(ts, num_nodes)[rank] for s, ts in work["splits"].items()}
     share = [t for ts in shares.values() for t in ts]
-    if retry_failed:
-        staging.clear_failures(t.uid for t in share)
+    retry_note = ""
+    if retry_failed and not staging.clear_failures(t.uid for t in share):
+        retry_note = _elsewhere_failures(staging, the_plan, run["nodes"], rank)
     records, noted = staging.listing()
     todo = [t for t in share if t.uid not in records and t.uid not in noted]
     if todo:
@@ -196,8 +197,23 @@ def precompute(
         if staging.fatal(rank) is not None:  # every finished record stays staged for the next run
             raise EngineError(f"the run stopped: {staging.fatal(rank)}")
     faults.reached("share-done")
-    return _finish_node(out, run, rank, staging, shares, work, progress)
+    summary = _finish_node(out, run, rank, staging, shares, work, progress)
+    return {**summary, "status": summary["status"] + retry_note} if retry_note else summary
 
+
+def _elsewhere_failures(staging: Staging, plan: dict[str, Any], num_nodes: int, rank: int) -> str:
+    """What to tell a node asked to retry failures it does not have: which nodes own the failed shapes."""
+    _, noted = staging.listing()
+    if not noted:
+        return "\nnote: --retry-failed found no failed shape in the whole run: nothing was retried"
+    owners = shape_owners(plan, num_nodes)
+    by_node: dict[int, list[str]] = {}
+    for uid in sorted(noted):
+        if uid in owners:
+            by_node.setdefault(owners[uid], []).append(uid)
+    listed = "; ".join(f"node {r}: {len(u)} (e.g. {u[0]})" for r, u in sorted(by_node.items()))
+    return (f"\nnote: --retry-failed retried nothing on node {rank}: it owns none of the {len(noted)} failed "
+            f"shape(s), which belong to {listed}. Rerun those nodes (same NODE_RANK) with --retry-failed")
 
 def _finish_node(out: Path, run: dict[str, Any], rank: int, staging: Staging, shares: dict[str, list[ShapeTask]],
                  work: dict[str, Any], progress: bool) -> dict[str, Any]:  # fmt: skip

@@ -57,17 +57,40 @@ def save_plan(store: Path, plan: dict[str, Any]) -> None:
         atomic_write_json(path, plan)
 
 
+class DamagedRunFileError(ValueError):
+    """The run file or a plan file of a store cannot be read (empty, cut short, edited by hand)."""
+
+
+def _read_json(path: Path, keys: tuple[str, ...], fix: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedRunFileError(f"{path} is damaged ({'empty' if not path.stat().st_size else err}): {fix}") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise DamagedRunFileError(f"{path} is damaged (no {', '.join(missing)}): {fix}")
+    return data
+
+
 def load_plan(store: Path, plan_id: str) -> dict[str, Any]:
     path = store / PLANS / f"{plan_id}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the plan of the run in {store} is missing")
-    return json.loads(path.read_text())
+    return _read_json(path, ("id", "splits", "problems", "settings"),
+                      "delete it and run precompute again on any node (every node writes the same plan)")
 
 
 def read_run(store: Path) -> dict[str, Any] | None:
-    """The run file of ``store``, or ``None`` when no run was started there."""
+    """The run file of ``store``, or ``None`` when no run was started there.
+
+    Raises:
+        DamagedRunFileError: the file exists but is not a run file (it names the file and the way out).
+    """
     path = store / RUN_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return _read_json(path, ("plan", "nodes", "shapes", "settings", "by"),
+                      "start the nodes again with --new-run (finished records are kept and reused)")
 
 
 def published_plan_id(store: Path) -> str | None:
@@ -105,7 +128,12 @@ def join_run(store: Path, plan: dict[str, Any], num_nodes: int, rank: int, new_r
     save_plan(store, plan)
     if create_exclusive(store / RUN_FILE, mine):
         return mine
-    theirs = read_run(store)
+    try:
+        theirs = read_run(store)
+    except DamagedRunFileError:
+        if not new_run:
+            raise
+        theirs = None
     if theirs is not None and (theirs["plan"], theirs["nodes"]) == (mine["plan"], mine["nodes"]):
         return theirs
     finished = theirs is None or published_plan_id(store) == theirs["plan"]

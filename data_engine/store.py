@@ -137,8 +137,10 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 # ------------------------------------------------------------------------------------------- staging
 def uid_to_filename(uid: str) -> str:
-    """A filesystem-safe, reversible name for ``uid`` (uids may hold ``/``)."""
-    return urllib.parse.quote(uid, safe="")
+    """A filesystem-safe, reversible name for ``uid`` (uids may hold ``/``; one starting with ``.`` gets ``%2E``)."""
+    name = urllib.parse.quote(uid, safe="")
+    # Names starting with "." are temporary files being written (skipped by every listing): never a record's.
+    return "%2E" + name[1:] if name.startswith(".") else name
 
 
 class Staging:

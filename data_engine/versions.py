@@ -124,7 +124,6 @@ def collect_garbage(store: Path) -> list[str]:
     root = versions_dir(store)
     if not root.is_dir():
         return []
-    keep = {current_version(store), _link_target(store, PREVIOUS)}
     deleted = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".trash-"):  # a deletion that was interrupted
@@ -134,7 +133,12 @@ def collect_garbage(store: Path) -> list[str]:
             if not (root / entry.name.removesuffix(".builder")).exists() and read_lease(entry) is None:
                 entry.unlink(missing_ok=True)
             continue
-        if not entry.is_dir() or entry.name in keep or read_lease(builder_path(store, entry.name)) is not None:
+        if not entry.is_dir() or read_lease(builder_path(store, entry.name)) is not None:
+            continue
+        # The links are read again for every version, after its lease: another publisher may have swapped
+        # meanwhile, and a builder swaps before it drops its lease, so a version without a live lease that
+        # is not visible now never becomes visible again.
+        if entry.name in (current_version(store), _link_target(store, PREVIOUS)):
             continue
         _discard(entry)
         builder_path(store, entry.name).unlink(missing_ok=True)

@@ -86,8 +86,14 @@ def check_store(store: str | os.PathLike) -> tuple[str, dict[str, int]]:
 
     Raises:
         FileNotFoundError: no ``store_info.json``.
-        StoreMismatchError: a split's item count differs from ``store_info.json`` or its ``<split>.txt``.
+        StoreMismatchError: ``current`` points at a version that is gone, or a split's item count differs from ``store_info.json`` or its ``<split>.txt``.
     """
+    link = Path(str(store)) / CURRENT
+    if not _is_remote(str(store)) and link.is_symlink() and not link.exists():
+        raise StoreMismatchError(
+            f"{link} points to {os.readlink(link)}, which does not exist (deleted, or not copied with the store): "
+            f"republish it from its records with `python -m data_engine publish {store}`"
+        )
     root = published_root(store)
     text = _read_text(f"{root}/{STORE_INFO}")
     if text is None:

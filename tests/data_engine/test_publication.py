@@ -205,3 +205,74 @@ def test_6_overrides_and_flags_in_any_order(tmp_path, twelve, capsys):
     with pytest.raises(SystemExit):
         main(["precompute", "-c", str(cfg), "--no-such-flag"])
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- found by the independent check (issue 18)
+def test_garbage_collection_never_deletes_a_version_made_visible_while_it_runs(tmp_path, twelve, monkeypatch):
+    """Two publishers overlap: while one deletes an old version, the other swaps in a new one. The old code read
+    `current` once before deleting and then deleted the new visible version (both exited 0)."""
+    from data_engine import versions
+
+    store, config = _setup(tmp_path, twelve)
+    _node(monkeypatch, 1, None, config)
+    root = store / VERSIONS
+    published = versions.current_version(store)
+    (root / "v-0-old").mkdir()  # superseded long ago: to be deleted (sorts first)
+    shutil.copytree(root / published, root / "v-z-newer")  # built by another publisher, swapped in below
+    real_discard = versions._discard
+
+    def discard_while_another_publisher_swaps(path):
+        if path.name == "v-0-old":
+            versions.swap_current(store, "v-z-newer")  # after its swap, that publisher drops its builder lease
+        real_discard(path)
+
+    monkeypatch.setattr(versions, "_discard", discard_while_another_publisher_swaps)
+    assert versions.collect_garbage(store) == ["v-0-old"]
+    assert (store / CURRENT).resolve() == root / "v-z-newer" and (root / published).is_dir()  # current, previous
+    assert sum(map(len, _items(store).values())) == 12
+
+
+def test_a_uid_starting_with_a_dot_is_published(tmp_path, monkeypatch):
+    """Names starting with "." are temporary files to the staging listing; a uid such as ".hidden" (here from
+    a sidecar, as the data engine's own shapes carry theirs) used to be skipped for ever, with exit status 0."""
+    (tmp_path / "in").mkdir()
+    for uid in ("hidden", "plain", "other"):
+        write_labelled_shape(tmp_path / "in", uid)
+    sidecar = tmp_path / "in" / "thing" / "hidden.parts.json"
+    sidecar.write_text(sidecar.read_text().replace('"uid": "hidden"', '"uid": ".hidden"'))
+    store = tmp_path / "store"
+    config = tiny_config(**{"input.paths": f"[{tmp_path / 'in'}]", "output": str(store), "split.val_fraction": 0})
+    summary = _node(monkeypatch, 1, None, config)
+    assert summary["published"] and sorted(_items(store)["train"]) == [".hidden", "other", "plain"]
+
+
+def test_a_damaged_run_file_is_named_with_the_way_out(tmp_path, twelve, monkeypatch, capsys):
+    store, config = _setup(tmp_path, twelve)
+    store.mkdir()
+    (store / ".run.json").write_text("")  # a process killed between creating and writing it
+    with pytest.raises(ValueError, match=r"\.run\.json is damaged \(empty\): start the nodes again with --new-run"):
+        _node(monkeypatch, 1, None, config)
+    assert _node(monkeypatch, 1, None, config, new_run=True)["published"]
+    assert sum(map(len, _items(store).values())) == 12
+
+
+def test_retry_failed_on_a_node_without_failures_names_the_nodes_that_have_them(tmp_path, twelve, monkeypatch):
+    store, config = _setup(tmp_path, twelve)
+    victim = node_shares(plan(config)["splits"]["train"], 2)[1][0]  # in node 1's share
+    Path(victim.path).write_bytes(b"corrupt")
+    _node(monkeypatch, 2, 0, config)
+    _node(monkeypatch, 2, 1, config)
+    status = _node(monkeypatch, 2, 0, config, retry_failed=True)["status"]
+    assert f"retried nothing on node 0: it owns none of the 1 failed shape(s), which belong to node 1: 1 (e.g. " \
+           f"{victim.uid})" in status
+
+
+def test_a_current_link_to_a_missing_version_says_so_and_publish_repairs_it(tmp_path, twelve, monkeypatch, capsys):
+    store, config = _setup(tmp_path, twelve)
+    _node(monkeypatch, 1, None, config)
+    shutil.rmtree((store / CURRENT).resolve())  # e.g. a copy of the store without its .versions folder
+    assert main(["inspect", str(store), "--no-png"]) == 1
+    err = capsys.readouterr().err
+    assert "current points to .versions/" in err and "which does not exist" in err and "data_engine publish" in err
+    assert main(["publish", str(store)]) == 0
+    assert sum(map(len, _items(store).values())) == 12
