@@ -68,6 +68,8 @@ PACKAGED_PART_LABELS = Path(__file__).with_name("scanobjectnn_parts")
 _FOLDERS = ("object_dataset_complete_with_parts_", "object_dataset_complete_with_parts")
 _SPLIT_FILE = "split_new.txt"
 _BACKGROUND_SOURCE = "marco-garosi/COPS data/ScanObjectNN.py:117-122; tests/utils/get_dataset.py:23"
+#: COPS subsamples a scan larger than this before anything else (tests/19_evaluate_model_various_settings.py:41).
+COPS_MAX_SCAN_POINTS = 100_000
 
 
 def read_part_xml(path: str | Path) -> dict[int, str]:
@@ -134,10 +136,16 @@ class ScanObjectNN(PartDataset):
         categories: Iterable[str] | None = None,
         limit: int | None = None,
         missing: str = "error",
+        max_scan_points: int | str | None = COPS_MAX_SCAN_POINTS,
     ) -> None:
         super().__init__(root)
         if split not in ("test", "train"):
             raise ValueError(f"unknown ScanObjectNN split {split!r}; expected 'test' or 'train'")
+        if isinstance(max_scan_points, str) and max_scan_points.lower() in ("none", "all"):
+            max_scan_points = None
+        if max_scan_points is not None and (not str(max_scan_points).isdigit() or int(max_scan_points) < 1):
+            raise ValueError(f"max_scan_points must be a positive integer or 'none', got {max_scan_points!r}")
+        self.max_scan_points = None if max_scan_points is None else int(max_scan_points)
         if background not in ("keep", "drop"):
             raise ValueError(f"background must be 'keep' or 'drop', got {background!r}")
         if scene not in ("keep", "object"):
@@ -239,6 +247,11 @@ class ScanObjectNN(PartDataset):
         lut = np.full(max(mapping) + 1, -1, dtype=np.int64)
         for pid, label in mapping.items():
             lut[pid] = label
+        if self.max_scan_points is not None and len(table) > self.max_scan_points:
+            # COPS's draw, exactly: the global NumPy seed reset to 0 before each scan, then a choice without
+            # replacement (tests/19_evaluate_model_various_settings.py lines 41, 208-214)
+            keep = np.random.RandomState(0).choice(np.arange(len(table)), self.max_scan_points, replace=False)
+            table, ids = table[keep], ids[keep]
         points = check_points(path, table[:, :3])
         return PartShape(
             record.uid, record.category, points, lut[ids], list(record.part_names),
@@ -252,7 +265,8 @@ class ScanObjectNN(PartDataset):
             "background": {
                 "value": self.background,
                 "rule": "points of part id 0 ('unknown', the scan's surroundings included) are a scored class "
-                "'background'" if keep else "points of part id 0 ('unknown') are removed before scoring",
+                "'background'" if keep else "points of part id 0 ('unknown') are removed before scoring and 'background' "
+                "leaves the label space (COPS's filter_background_by_zeros keeps class 0 in its mean_iou)",
                 "source": _BACKGROUND_SOURCE,
             },
             "drop_parts": {
@@ -267,6 +281,13 @@ class ScanObjectNN(PartDataset):
                 "source": "marco-garosi/COPS tests/utils/get_dataset.py:23 (filter_background=False)"
                 if self.scene == "keep" else
                 "hkust-vgd/scanobjectnn data_utils.py:67-74; marco-garosi/COPS data/ScanObjectNN.py:103-110",
+            },
+            "max_scan_points": {
+                "value": self.max_scan_points,
+                "rule": "every point of the scan" if self.max_scan_points is None else
+                f"a scan of more than {self.max_scan_points} points keeps {self.max_scan_points} of them, drawn as "
+                "COPS draws them (NumPy seed 0 before each scan, without replacement)",
+                "source": "marco-garosi/COPS tests/19_evaluate_model_various_settings.py:41,208-214",
             },
             "part_labels": {"value": str(self.part_labels), "rule": "part names from <category>_meta.xml"},
             "split_file": {"value": str(self.split_file), "rule": f"the '{self.split}' lines of the split list"},

@@ -40,14 +40,15 @@ def partslip_average(summary: IoUSummary, shape_info: Callable[[int], tuple[str,
     Args:
         summary: the per-part rows of :class:`~patchalign3d.evaluation.metrics.PartIoU`; the rows whose part is
             present in the shape's ground truth are used (PartSLIP++ skips the others, ``semantic_eval.py``
-            line 27), whatever the run's IoU convention.
+            line 27), with their IoU as PartSLIP++ computes it (points of no part counted, lines 29-31),
+            whatever the run's IoU convention and unlabelled rule.
         shape_info: shape index -> ``(category, part names)``: parts are matched by name within a category.
 
     A part that no evaluated shape of its category holds has no mean; it is left out of its category's average
     (PartSLIP++'s code would divide by zero there, which only a partial set of shapes can cause).
     """
     sums: dict[str, dict[str, list[float]]] = {}
-    for (shape, part, iou), present in zip(summary.part_rows, summary.part_in_gt):
+    for (shape, part, _), present, iou in zip(summary.part_rows, summary.part_in_gt, summary.part_iou_partslip):
         if not present:
             continue
         category, names = shape_info(int(shape))

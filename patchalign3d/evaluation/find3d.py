@@ -5,7 +5,8 @@ Find3D (github.com/ziqi-ma/Find3D, MIT licence) ships, in ``model/evaluation/ben
     shapenetpart/random_rotation_test.pt   (2874, 3): one (roll, yaw, pitch) per shape of the HDF5 test set
     shapenetpart/subset_idxs.json          {category: [position within the category's test shapes, ...]}
     shapenetpart/topk_prompts.json         {category: [prompt per part]}
-    partnete/rand_rotation.pt              (1906, 3): objects by category name, then object id
+    partnete/rand_rotation.pt              (1906, 3): objects by category name, then object id (assumed;
+                                           each object's own rand_rotation.pt is used when the copy has them)
     partnete/subset_idxs.json              {Category: [object id, ...]}
 
 The package does not copy them: point ``protocol_dir`` (``--protocol-dir``, or the environment variable
@@ -45,6 +46,9 @@ FIND3D_SOURCE = (
     "github.com/ziqi-ma/Find3D, model/evaluation/benchmark/benchmark_reproducibility/ "
     "(commit f0801f75a5e35a39a0cd2fd2c44e28aed8a1e238, MIT licence)"
 )
+#: Find3D's PartNetE loader reads each object's rotation from this file in the object's folder, when present.
+OBJECT_ROTATION = "rand_rotation.pt"
+OBJECT_ROTATION_SOURCE = "ziqi-ma/Find3D model/data/data.py:315"
 #: The files of each benchmark, relative to the protocol folder.
 FIND3D_FILES: dict[str, dict[str, str]] = {
     "shapenetpart": {
@@ -128,6 +132,7 @@ class Find3DFiles:
     subset: dict[str, set[str]] | None = None
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     order: str = ""
+    object_rotations: dict[int, Path] | None = None  # Find3D row -> <object>/rand_rotation.pt
 
     @classmethod
     def for_dataset(
@@ -136,7 +141,14 @@ class Find3DFiles:
         benchmark = _benchmark_of(dataset)
         out = cls(benchmark, order=_order_assumed(dataset))
         names = FIND3D_FILES[benchmark]
-        if rotation:
+        per_object = _per_object_rotations(dataset) if rotation and benchmark == "partnete" else None
+        if per_object:
+            # Find3D's PartNetE loader reads <object>/rand_rotation.pt (model/data/data.py line 315): exact,
+            # no row order to assume
+            out.object_rotations = per_object
+            out.order = f"each object's own rand_rotation.pt, as Find3D's loader reads it ({OBJECT_ROTATION_SOURCE})"
+            out.files["rotation"] = {"path": f"<object>/{OBJECT_ROTATION}", "sha256": "one file per object"}
+        elif rotation:
             path = _find3d_file(protocol_dir, names["rotation"], f"{benchmark} rotation file")
             out.rotations = _read_rotations(path)
             out._record("rotation", path)
@@ -161,6 +173,8 @@ class Find3DFiles:
 
     def rotation(self, key: Find3DKey) -> np.ndarray:
         """The ``(3, 3)`` rotation of the shape at ``key``."""
+        if self.object_rotations is not None:
+            return find3d_rotation_matrix(_read_rotations(self.object_rotations[key.row], rows=False)[0])
         assert self.rotations is not None
         return find3d_rotation_matrix(self.rotations[key.row])
 
@@ -182,19 +196,31 @@ def _order_assumed(dataset: PartDataset) -> str:
         )
     return (
         "rows are the objects sorted by category name, then by object id as a string (Find3D's loader lists "
-        "folders with sorted(os.listdir(...)))"
+        "folders with sorted(os.listdir(...)), line 277); Find3D's code never reads this file by row (it loads "
+        "<object>/rand_rotation.pt, line 315, used instead when every object folder has one) and loops over "
+        "categories in its own order (Door last), so the row order is assumed"
     )
 
 
-def _read_rotations(path: Path) -> np.ndarray:
+def _per_object_rotations(dataset: PartDataset) -> dict[int, Path] | None:
+    """``{Find3D row: <object>/rand_rotation.pt}`` when every object folder of the copy holds one, else None."""
+    files = {r.extra["find3d"].row: r.paths["points"].parent / OBJECT_ROTATION for r in dataset.records}
+    return files if files and all(p.is_file() for p in files.values()) else None
+
+
+def _read_rotations(path: Path, rows: bool = True) -> np.ndarray:
+    """``(N, 3)`` (roll, yaw, pitch) rows; ``rows=False``: one object's ``(3,)`` file, returned as ``(1, 3)``."""
     import torch
 
     try:
         rot = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise DatasetFormatError(path, f"not a readable tensor file ({type(e).__name__}: {e})") from None
+    if not rows and torch.is_tensor(rot) and rot.shape == (3,):
+        rot = rot[None]
     if not torch.is_tensor(rot) or rot.dim() != 2 or rot.shape[1] != 3 or not rot.is_floating_point():
-        raise DatasetFormatError(path, f"expected a float tensor (N, 3) of (roll, yaw, pitch), got {getattr(rot, 'shape', type(rot))}")
+        want = "(N, 3)" if rows else "(3,)"
+        raise DatasetFormatError(path, f"expected a float tensor {want} of (roll, yaw, pitch), got {getattr(rot, 'shape', type(rot))}")
     return rot.double().numpy()
 
 

@@ -176,6 +176,8 @@ class IoUSummary:
         part_rows: ``(R, 3)`` float64 rows ``(shape index, part index, iou %)`` for every counted part.
         part_in_gt: ``(R,)`` bool, whether the row's part is present in the shape's ground truth (the rows
             PartSLIP's part average uses).
+        part_iou_partslip: ``(R,)`` the row's IoU % as PartSLIP++ computes it whatever the run's rules: its
+            points of no part (``-1``) counted (``eval/semantic_eval.py`` lines 29-31); ``nan`` off the ground truth.
     """
 
     convention: str
@@ -189,6 +191,7 @@ class IoUSummary:
     shape_iou: np.ndarray = field(default_factory=lambda: np.zeros(0))
     part_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     part_in_gt: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    part_iou_partslip: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class PartIoU(Metric):
@@ -226,7 +229,8 @@ class PartIoU(Metric):
         self.unlabelled = unlabelled or _DEFAULT_UNLABELLED[convention]
         self.categories = list(categories)
         self._cat_index = {c: i for i, c in enumerate(self.categories)}
-        for name in ("shape_index", "shape_category", "shape_iou", "part_shape", "part_index", "part_iou", "part_in_gt"):
+        for name in ("shape_index", "shape_category", "shape_iou", "part_shape", "part_index", "part_iou", "part_in_gt",
+                     "part_iou_partslip"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(
@@ -246,6 +250,7 @@ class PartIoU(Metric):
                 f"category {category!r} is not one of the {len(self.categories)} categories given"
             )
         ious = part_ious(pred, target, num_parts, self.convention, unlabelled=self.unlabelled, scored=scored)
+        partslip = part_ious(pred, target, num_parts, "partslip", unlabelled="count", scored=scored)
         labels = _as_long(target, "target")
         in_gt = torch.bincount(labels[labels >= 0], minlength=num_parts)[:num_parts] > 0
         counted = ~ious.isnan()
@@ -259,6 +264,7 @@ class PartIoU(Metric):
         self.part_index.append(idx.to(dev))
         self.part_iou.append(ious[idx].to(dev))
         self.part_in_gt.append(in_gt[idx].to(dev, torch.long))
+        self.part_iou_partslip.append(partslip[idx].to(dev))
 
     def compute(self) -> IoUSummary:
         if not self.shape_index:
@@ -275,17 +281,18 @@ class PartIoU(Metric):
                     dim_zero_cat(self.part_index).cpu().double().numpy(),
                     dim_zero_cat(self.part_iou).cpu().double().numpy() * 100.0,
                     dim_zero_cat(self.part_in_gt).cpu().double().numpy(),
+                    dim_zero_cat(self.part_iou_partslip).cpu().double().numpy() * 100.0,
                 ],
                 axis=1,
             )
             if self.part_shape
-            else np.zeros((0, 4))
+            else np.zeros((0, 5))
         )
         if len(rows):  # drop the rows of duplicated shapes too
             _, keep = np.unique(rows[:, :2], axis=0, return_index=True)
             rows = rows[np.sort(keep)]
             rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
-        rows, in_gt = rows[:, :3], rows[:, 3] > 0
+        rows, in_gt, partslip = rows[:, :3], rows[:, 3] > 0, rows[:, 4]
         scored = ~np.isnan(ious)
         per_cat: dict[str, dict[str, float]] = {}
         for c, name in enumerate(self.categories):
@@ -295,5 +302,6 @@ class PartIoU(Metric):
         miou = float(ious[scored].mean()) if scored.any() else math.nan
         ciou = float(np.mean([v["miou"] for v in per_cat.values()])) if per_cat else math.nan
         return IoUSummary(
-            self.convention, miou, ciou, int(len(index)), int(scored.sum()), per_cat, index, cats, ious, rows, in_gt
+            self.convention, miou, ciou, int(len(index)), int(scored.sum()), per_cat, index, cats, ious, rows, in_gt,
+            partslip,
         )

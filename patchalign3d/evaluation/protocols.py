@@ -59,6 +59,8 @@ SUBSETS: tuple[str, ...] = ("all", "find3d")
 PRESETS: tuple[str, ...] = ("paper", "release", "find3d")
 #: cIoU rules: the mean over categories of their shapes' mean, or the release's mean of per-batch means
 CIOU_RULES: tuple[str, ...] = ("categories", "release-batches")
+#: Figures a protocol may name as the one its publisher reports.
+HEADLINES: tuple[str, ...] = ("miou", "ciou", "partslip_miou")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -130,6 +132,10 @@ class Protocol:
         metric: IoU convention, ``"release"``, ``"find3d"``, ``"pointbert"`` or ``"partslip"`` (the parts present
             in the ground truth, unlabelled points counted, and PartSLIP's part-first average as the headline).
         unlabelled: ``"ignore"`` / ``"count"`` unlabelled ground-truth points; ``None`` = the metric's default.
+        headline: the figure the publisher reports, ``"miou"`` (mean over shapes), ``"ciou"`` (mean over
+            categories) or ``"partslip_miou"``; ``None`` = the metric's (``partslip_miou`` under ``partslip``,
+            else ``miou``). Find3D reports the category mean on ShapeNetPart and PartNetE (``eval_benchmark.py``
+            lines 98-102, 113-117) and the shape mean on Objaverse (``evaluate3d``, line 42).
         ciou: ``"categories"`` (the mean over categories of their shapes' mean) or ``"release-batches"`` (the
             released script's mean of per-batch category means, :func:`~patchalign3d.evaluation.averaging.
             release_batch_ciou`, over batches of ``ciou_batch_size`` shapes in the release's loader order).
@@ -158,6 +164,7 @@ class Protocol:
     normalize_before_sampling: bool = False
     ciou: str = "categories"
     ciou_batch_size: int = 16
+    headline: str | None = None
 
     def __post_init__(self) -> None:
         if self.points is not None and (not isinstance(self.points, int) or self.points < 1):
@@ -180,6 +187,8 @@ class Protocol:
             raise ValueError(f"metric must be one of {CONVENTIONS}, got {self.metric!r}")
         if self.unlabelled not in (None, "ignore", "count"):
             raise ValueError(f"unlabelled must be None, 'ignore' or 'count', got {self.unlabelled!r}")
+        if self.headline is not None and self.headline not in HEADLINES:
+            raise ValueError(f"headline must be one of {HEADLINES}, got {self.headline!r}")
         if self.ciou not in CIOU_RULES:
             raise ValueError(f"ciou must be one of {CIOU_RULES}, got {self.ciou!r}")
         if not isinstance(self.ciou_batch_size, int) or self.ciou_batch_size < 1:
@@ -225,6 +234,13 @@ class Protocol:
 
     # -- use ---------------------------------------------------------------------------------------------
     @property
+    def headline_figure(self) -> str:
+        """The figure reported first: ``headline``, else the metric's (``partslip_miou`` under ``partslip``)."""
+        if self.headline is not None:
+            return self.headline
+        return "partslip_miou" if self.metric == "partslip" else "miou"
+
+    @property
     def prompt_table(self) -> PromptTable:
         return load_prompt_table(self.prompts, self.protocol_dir)
 
@@ -263,7 +279,8 @@ def benchmark_protocol(benchmark: str, preset: str = "paper") -> Protocol:
 
     ``paper``: ShapeNetPart: release prompts, category known, unit-sphere normalisation, y/z swap, 2048 points
     drawn with replacement (seeded), ``release`` IoU. FAUST: not normalised, every vertex scored, every label
-    with an empty union counting 1 (``pointbert``). Objaverse: Find3D's convention (labels as given, ``find3d``
+    with an empty union counting 1 (``pointbert``), a vertex of no label (``-1``) predicted as a label counted
+    in its union (``src/inference/eval.py`` lines 178-202 of the release). Objaverse: Find3D's convention (labels as given, ``find3d``
     IoU, unlabelled points count as false positives). PartNetE: the category's PartNetE_meta.json names, all
     points, ``release`` IoU, and points of no part (``-1``) kept so that a part predicted there is a false
     positive, as PartSLIP's evaluation counts them. PartNet-Mobility and labelled meshes: like ShapeNetPart,
@@ -284,7 +301,8 @@ def benchmark_protocol(benchmark: str, preset: str = "paper") -> Protocol:
     ``model/evaluation/benchmark/eval_benchmark.py`` lines 129 and 132; ``subset="find3d"`` takes its subset),
     prompts ``"{part} of a {category}"`` (ShapeNetPart with Find3D's names), all points, ``find3d`` IoU; on
     PartNetE and Objaverse a point whose every logit is at most 0 is no part, as Find3D's zero "no label"
-    column makes it (``model/evaluation/core.py`` line 44).
+    column makes it (``model/evaluation/core.py`` line 44); the headline is the mean over categories on
+    ShapeNetPart and PartNetE, the mean over shapes on Objaverse, as Find3D prints them.
     """
     key = benchmark.lower()
     if preset not in PRESETS:
@@ -292,9 +310,9 @@ def benchmark_protocol(benchmark: str, preset: str = "paper") -> Protocol:
     if preset == "find3d":
         decorated = dict(preset="find3d", prompt_template="{part} of a {category}", metric="find3d")
         if key.startswith("shapenetpart"):
-            return Protocol(prompts="find3d", rotation="find3d", **decorated)
+            return Protocol(prompts="find3d", rotation="find3d", headline="ciou", **decorated)
         if key == "partnete":
-            return Protocol(rotation="find3d", none_if_negative=True, **decorated)
+            return Protocol(rotation="find3d", none_if_negative=True, headline="ciou", **decorated)
         if key == "objaverse":
             return Protocol(none_if_negative=True, **decorated)
         raise ValueError(f"Find3D published no protocol for {benchmark!r} (it has ShapeNetPart, PartNetE, Objaverse)")
@@ -306,10 +324,10 @@ def benchmark_protocol(benchmark: str, preset: str = "paper") -> Protocol:
         return Protocol(preset=preset, points=2048, replace=True)
     if key == "scanobjectnn":
         return Protocol(preset=preset, metric="pointbert")
-    if key == "faust":
+    if key == "faust":  # a vertex of no label predicted as a part is in that part's union, as the release counts it
         if preset == "release":
-            return Protocol(preset=preset, normalize=False, metric="pointbert", points=2048)
-        return Protocol(normalize=False, metric="pointbert")
+            return Protocol(preset=preset, normalize=False, metric="pointbert", points=2048, unlabelled="count")
+        return Protocol(normalize=False, metric="pointbert", unlabelled="count")
     if key == "objaverse":
         return Protocol(preset=preset, metric="find3d")
     if key == "partnete":

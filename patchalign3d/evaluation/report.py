@@ -89,7 +89,7 @@ def build_report(
             "ciou_categories": _pct(summary.ciou),
             "ciou_release_batches": _pct(ciou_batches),
             "partslip_miou": _pct(partslip.miou),
-            "headline": "partslip_miou" if protocol.metric == "partslip" else "miou",
+            "headline": protocol.headline_figure,
             "num_shapes": summary.num_shapes,
             "num_scored": summary.num_scored,
         },

@@ -28,6 +28,7 @@ SOURCES: dict[str, str] = {
     "find3d_topk_verbatim": "ziqi-ma/Find3D model/data/data.py:411-414",
     "find3d_subset_flag": "ziqi-ma/Find3D model/evaluation/benchmark/eval_benchmark.py:129,132",
     "find3d_h5_glob": "ziqi-ma/Find3D model/data/data.py:358",
+    "find3d_headline": "ziqi-ma/Find3D model/evaluation/benchmark/eval_benchmark.py:41-42,98-102,113-117",
     "cops_iou": "marco-garosi/COPS source/metrics/compute_metrics.py:166-184 (mean_iou)",
     "cops_scanobjectnn": "marco-garosi/COPS data/ScanObjectNN.py:28-44,117-122; tests/utils/get_dataset.py:23",
     "partslip_average": "zyc00/PartSLIP2 eval/semantic_eval.py:26-39",
@@ -66,8 +67,8 @@ def report_rules(protocol: Protocol, data: EvalDataset, unlabelled: str) -> list
         ),
         _rule(
             "partslip_miou",
-            "PartSLIP's: per part, the mean IoU over the shapes whose ground truth has it; then the mean over the "
-            "category's parts; then over categories",
+            "PartSLIP's: per part, the mean IoU over the shapes whose ground truth has it, points of no part "
+            "counted whatever the unlabelled rule; then the mean over the category's parts; then over categories",
             "partslip_average",
         ),
         _rule(
@@ -83,8 +84,17 @@ def report_rules(protocol: Protocol, data: EvalDataset, unlabelled: str) -> list
         _scored_points(protocol),
     ]
     table = data.table
+    rules.append(_rule("headline", {"miou": "miou, the mean over shapes", "ciou": "ciou, the mean over categories",
+                                     "partslip_miou": "partslip_miou, PartSLIP's part-first average"}[protocol.headline_figure],
+                       "find3d_headline" if protocol.preset == "find3d" and protocol.headline else None))
     if table.verbatim:
-        rules.append(_rule("prompts", f"{table.name}: the sentences verbatim, no template", "find3d_topk_verbatim"))
+        rules.append(_rule(
+            "prompts",
+            f"{table.name}: Find3D's sentences, not decorated by the prompt template; encoded as this package "
+            f"encodes every prompt (lowercased, punctuation removed, averaged over the text templates "
+            f"{protocol.text_templates!r}), where Find3D passes each sentence once to its own tokenizer",
+            "find3d_topk_verbatim",
+        ))
     else:
         rules.append(_rule("prompts", f"{table.name} table decorated by {protocol.prompt_template!r}"))
     if data.unscored:

@@ -125,3 +125,19 @@ def test_publishers_split_list_and_part_xmls(shared_data, tmp_path):
         assert read_part_xml(xml)[0] == "unknown"
     assert len(list(PACKAGED_PART_LABELS.glob("*_meta.xml"))) == 15
     assert read_scanobjectnn_bin(data / "bag" / f"{firsts[0]}_part.bin", 2).shape == (3, 2)
+
+
+def test_a_large_scan_is_subsampled_as_cops_does(tmp_path):
+    """COPS tests/19_evaluate_model_various_settings.py:41,208-214: `np.random.seed(0)` before each scan, then a
+    scan of more than EARLY_SUBSAMPLE points keeps `np.random.choice(indices, EARLY_SUBSAMPLE, replace=False)`."""
+    ids = [0, 2, 5] * 40  # 120 points
+    root = write_scanobjectnn(tmp_path / "sonn", [("014_00018", 4, True, ids)])
+    whole = ScanObjectNN(root, max_scan_points="none")[0]
+    assert len(whole.points) == 120 and ScanObjectNN(root)[0].points.shape == (120, 3)  # under COPS's 100,000
+    np.random.seed(0)  # COPS's lines, verbatim in effect
+    cops = np.random.choice(np.array(list(range(120))), 100, replace=False)
+    small = ScanObjectNN(root, max_scan_points=100)
+    assert np.array_equal(small[0].points, whole.points[cops]) and np.array_equal(small[0].labels, whole.labels[cops])
+    assert small.choices()["max_scan_points"]["value"] == 100
+    with pytest.raises(ValueError, match="max_scan_points must be a positive integer"):
+        ScanObjectNN(root, max_scan_points=0)

@@ -127,6 +127,9 @@ def test_benchmark_protocols_and_configs():
         elif name.endswith("find3d"):  # the Find3D configs name the preset only
             assert proto == benchmark_protocol(cfg["benchmark"], preset)
     assert benchmark_protocol("partnete").unlabelled == "count"
+    # the release's FAUST IoU (src/inference/eval.py:188-193) compares `preds == pid` over every vertex: one of
+    # no label (-1) predicted as `pid` is in pid's union
+    assert benchmark_protocol("faust").unlabelled == benchmark_protocol("faust", "release").unlabelled == "count"
     # ScanObjectNN's paper preset is COPS's: pointbert IoU (compute_metrics.py:166-184), background kept and
     # COPS's dropped parts, which are the loader's defaults, as the config says
     import inspect

@@ -145,6 +145,24 @@ def test_partnete_rows_and_subset_by_object_id(tmp_path):
     assert len(kept) == 1 and kept.subset_absent == ["Bottle/9999"]
 
 
+def test_partnete_objects_with_their_own_rotation_file_use_it(tmp_path):
+    """Find3D's PartNetE loader reads <object>/rand_rotation.pt (model/data/data.py:315), so when the copy has
+    them no row order is assumed and the protocol folder's rows are not needed."""
+    meta = {"Bottle": ["lid"]}
+    root = write_partnete(tmp_path / "pne", {"Bottle": {"3380": [4, 28], "100013": [4, 28]}}, meta)
+    angles = np.random.default_rng(3).uniform(0, 6.28, size=(2, 3))
+    for obj, angle in zip(("100013", "3380"), angles):
+        torch.save(torch.tensor(angle, dtype=torch.float64), root / "test" / "Bottle" / obj / "rand_rotation.pt")
+    protocol = Protocol(**{**benchmark_protocol("partnete", "find3d").to_dict(), "protocol_dir": str(tmp_path / "none")})
+    ds = PartNetE(root)
+    data = EvalDataset(ds, protocol)
+    items = {data[i].uid: data[i] for i in range(len(data))}
+    raw = ds[1].points.astype(np.float64)  # Bottle/3380
+    expected = raw @ Rotation.from_euler("ZYX", angles[1][::-1]).as_matrix().T
+    assert np.allclose(items["Bottle/3380"].points, expected, atol=1e-5)
+    assert "rand_rotation.pt" in data.find3d.order and "assumed" not in data.find3d.order
+
+
 # -- the publisher's files, when present ----------------------------------------------------------------------
 def test_real_shapenetpart_files_match_the_test_split(shared_data, tmp_path):
     """Find3D's ShapeNetPart files against a test set with the official per-category counts (2874 shapes)."""

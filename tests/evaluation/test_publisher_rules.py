@@ -57,6 +57,19 @@ def test_partslip_part_first_average_on_the_issues_example():
     assert partslip_average(f3d.compute(), lambda i: ("thing", ["a", "b", "c"])).miou == pytest.approx(50.0)
 
 
+def test_partslip_average_counts_points_of_no_part_whatever_the_run_ignores():
+    """PartSLIP2 eval/semantic_eval.py:29-31 scores each part's predicted mask over every point, so a point of no
+    part (-1) predicted as a part is in that part's union. Truth [a]*6 + [-1]*4, prediction all a:
+    PartSLIP a = 6/10 = 60 %; a run that ignores unlabelled points scores the shape 100 %."""
+    truth, pred = torch.tensor([0] * 6 + [-1] * 4), torch.zeros(10, dtype=torch.long)
+    for unlabelled, run_iou in (("ignore", 100.0), ("count", 60.0)):
+        metric = PartIoU(["thing"], "release", unlabelled=unlabelled)
+        metric.update(pred, truth, 2, "thing", 0)
+        summary = metric.compute()
+        assert summary.miou == pytest.approx(run_iou)
+        assert partslip_average(summary, lambda i: ("thing", ["a", "b"])).miou == pytest.approx(60.0)
+
+
 def test_every_report_carries_partslip_and_metric_partslip_makes_it_the_headline(tmp_path):
     """ShapeNetPart-layout shapes, every point -> the first part (the constant model):
       Table t1 (60 desktop, 30 leg, 10 drawer): 0.6, 0, 0;  t2 (80 desktop, 20 leg): 0.8, 0;  Skateboard s1
@@ -291,3 +304,18 @@ def test_cli_scanobjectnn_background_switch(tmp_path, capsys):
         evaluate_main(["faust", "--root", str(tmp_path), "--background", "drop"])
     assert exit_info.value.code == 2  # a usage error
     assert "--background is a scanobjectnn option, not one of faust" in capsys.readouterr().err
+
+
+def test_find3d_headline_is_the_category_mean_on_shapenetpart_and_partnete():
+    """Find3D prints np.mean of its per-category means on ShapeNetPart and PartNetE (eval_benchmark.py:98-102,
+    113-117) and the mean over shapes on Objaverse (evaluate3d, lines 41-42)."""
+    from patchalign3d.evaluation import Protocol, benchmark_protocol
+
+    assert [benchmark_protocol(b, "find3d").headline_figure for b in ("shapenetpart", "partnete", "objaverse")] == [
+        "ciou", "ciou", "miou"]
+    assert benchmark_protocol("shapenetpart", "paper").headline_figure == "miou"
+    # a switch applied over a preset (as the command line does) still decides the default headline
+    paper = benchmark_protocol("partnete", "paper").to_dict()
+    assert Protocol.from_dict({**paper, "metric": "partslip"}).headline_figure == "partslip_miou"
+    with pytest.raises(ValueError, match="headline must be one of"):
+        Protocol(headline="best")
