@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from patchalign3d.model.checkpoint import load_model
-from patchalign3d.model.grouping import Patches
+from patchalign3d.model.grouping import Patches, nearest_center
 from patchalign3d.model.inference import cached_inference_copy
 from patchalign3d.model.patchalign3d import ASSIGN_MODES, RELEASE_TEMPERATURE, AssignMode, PatchAlign3D
 from patchalign3d.precision import DEFAULT_DTYPE, dtype_name, resolve_dtype
@@ -252,8 +252,12 @@ def _segment_clouds(
         ))
         extra = []
         for q in (queries[i] if queries else []):
-            qf = p.to_frame(q)
-            extra.append(model.point_logits(torch.from_numpy(qf).to(dev)[None], full, logits[i], assign)[0].cpu().numpy())
+            qf = torch.from_numpy(p.to_frame(q)).to(dev)[None]
+            if assign in ("membership", "membership_release"):
+                # Patch membership is known for the cloud's points only: a query takes its nearest point's logits.
+                extra.append(pl[nearest_center(qf, frame)[0]].cpu().numpy())
+            else:
+                extra.append(model.point_logits(qf, full, logits[i], assign)[0].cpu().numpy())
         query_logits.append(extra)
     return results, query_logits
 
@@ -333,7 +337,8 @@ def segment_mesh(
     ``mesh_or_path`` is a ``trimesh.Trimesh``, a ``trimesh.Scene``, a mesh file path, or a list of these
     (segmented in batches; a list of results comes back). Takes the keyword arguments of :func:`segment`.
     Vertex and face labels come from the same patch logits and assignment mode as the sampled points (faces
-    use their centroids). A scene's geometries are kept as ``pieces`` so that writers keep their materials.
+    use their centroids); under the membership modes, whose patches hold sampled points only, each takes its
+    nearest sampled point's logits. A scene's geometries are kept as ``pieces`` so that writers keep their materials.
     """
     import trimesh
 

@@ -98,3 +98,39 @@ def test_interpolate(case):
     expected = (seg.patch_logits[idx] * w[..., None]).sum(1)
     check(seg, expected)
     assert not np.allclose(expected, nearest_rows(seg), atol=1e-3)  # the rule differs from "nearest" here
+
+
+@pytest.mark.parametrize("assign", ["nearest", "membership", "membership_release", "interpolate"])
+def test_segment_mesh_labels_vertices_and_faces_by_the_mode(case, assign):
+    """A mesh's vertices and face centres are not among the sampled points: "nearest" and "interpolate" apply
+    their rule to them directly; the membership modes (patch membership exists for sampled points only) give
+    each the labels of its nearest sampled point. (The membership modes used to index the samples' memberships
+    with vertex numbers: an IndexError with more samples than vertices, else wrong labels.)"""
+    import trimesh
+
+    from patchalign3d.api import point_features
+
+    model = case[0]
+    mesh = trimesh.creation.icosphere(subdivisions=3)  # 642 vertices, 1280 faces; 400 samples
+    vertices = np.asarray(mesh.vertices, np.float32)
+    # names whose embeddings are the model's own at four sides of the sphere: labels vary over the surface
+    emb = point_features(vertices, model=model).embeddings
+    sides = [vertices[:, 0].argmax(), vertices[:, 0].argmin(), vertices[:, 1].argmax(), vertices[:, 1].argmin()]
+    text = (emb[sides] - emb.mean(0)).astype(np.float32)
+    seg = pa.segment_mesh(mesh, NAMES, model=model, text=text, num_points=400, num_groups=16, assign=assign)
+    for queries, labels in ((mesh.vertices, seg.vertex_labels), (mesh.triangles_center, seg.face_labels)):
+        q = np.asarray(queries, np.float64)
+        to_centres = np.linalg.norm(q[:, None] - seg.patch_centers[None].astype(np.float64), axis=-1)
+        nearest = seg.patch_logits[to_centres.argmin(1)].argmax(1)
+        if assign == "nearest":
+            expected = nearest
+        elif assign == "interpolate":
+            idx = np.argsort(to_centres, axis=1)[:, :3]
+            w = 1.0 / (np.take_along_axis(to_centres, idx, 1) + 1e-8)
+            expected = (seg.patch_logits[idx] * (w / w.sum(1, keepdims=True))[..., None]).sum(1).argmax(1)
+            assert np.mean(nearest != expected) > 0.02  # the two rules label these queries differently
+        else:
+            to_points = np.linalg.norm(q[:, None] - seg.points[None].astype(np.float64), axis=-1)
+            expected = seg.labels[to_points.argmin(1)]
+        assert len(np.unique(expected)) == len(NAMES)
+        assert np.mean(labels == expected) > 0.995  # a tie between equidistant centres may break either way
