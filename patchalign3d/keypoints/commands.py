@@ -286,7 +286,8 @@ def _keypointnet_parser() -> argparse.ArgumentParser:
 
 def _keypointnet(args: argparse.Namespace) -> int:
     model = text = None
-    needs_model = args.predictions is None and not (args.detector == "lift" and args.pointer != "feature")
+    needs_model = args.predictions is None and not (args.detector == "lift" and args.pointer != "feature") and not (
+        args.detector == "discover-diffuser" and args.diffuser)  # a trained diffuser carries its backbone
     if needs_model:
         model, text = _model_and_text(args)
     options: dict[str, Any] = {}

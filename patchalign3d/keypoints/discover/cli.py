@@ -91,14 +91,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"wrote {finder.save(args.save)}")
     else:
         from patchalign3d.keypoints.discover.data import fit_diffuser
-        from patchalign3d.keypoints.discover.diffuser import KeyPointDiffuser
+        from patchalign3d.keypoints.discover.diffuser import load_diffuser
 
         if args.diffuser:
-            if not Path(args.diffuser).is_file():
-                raise FileNotFoundError(f"no such diffuser checkpoint: {args.diffuser}")
-            diffuser = KeyPointDiffuser.load_from_checkpoint(args.diffuser, map_location="cpu")
+            diffuser = load_diffuser(args.diffuser, trust_pickle=args.trust_pickle)
             if diffuser.hparams.k != args.k:
                 print(f"note: {args.diffuser} was trained with K = {diffuser.hparams.k}; --k {args.k} is ignored")
+                args.k = diffuser.hparams.k  # what the JSON and the picture say
         else:
             model = pa.load_model(args.checkpoint, trust_pickle=args.trust_pickle)
             print("no --diffuser given: training one on these shapes")

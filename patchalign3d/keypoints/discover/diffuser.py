@@ -97,6 +97,9 @@ class KeyPointDiffuser(LightningModule):
         self.backbone = self._build_backbone(backbone, backbone_config)
         backbone_config = self.backbone.config.to_dict()
         self.save_hyperparameters()
+        # LightningCLI saves the arguments it was given (backbone_config None), not this local: set it here so
+        # that every checkpoint rebuilds its backbone when the backbone file is gone
+        self.hparams["backbone_config"] = backbone_config
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         self.encoder = KeypointEncoder(self.backbone.config.embed_dim, k, width, heads, aux_dim)
@@ -215,3 +218,27 @@ class KeyPointDiffuser(LightningModule):
         gen = torch.Generator().manual_seed(seed)
         x = self.decoder.sample(out["keypoints"], out["aux_mean"], num_points, steps=steps, generator=gen)
         return from_model_frame(x[0].cpu().numpy(), centre, radius, up_axis)
+
+
+def load_diffuser(path: str | os.PathLike, *, trust_pickle: bool = False) -> KeyPointDiffuser:
+    """A trained :class:`KeyPointDiffuser` from its checkpoint (CPU), or a one-line error naming the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a KeyPointDiffuser checkpoint (cut short, another kind of file, pickled
+            objects refused without ``trust_pickle``).
+    """
+    from patchalign3d.file_kind import sniff_file_kind
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such diffuser checkpoint: {path}")
+    try:
+        return KeyPointDiffuser.load_from_checkpoint(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as err:  # torch, pickle and Lightning each raise their own kinds for a bad file
+        reason = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in str(err):
+            reason = "it holds pickled objects beyond tensors; pass --trust-pickle if you trust its source"
+        elif isinstance(err, KeyError):
+            reason = f"no {err} entry: not a Lightning checkpoint of a KeyPointDiffuser"
+        raise ValueError(f"{path} is not a KeyPointDiffuser checkpoint ({sniff_file_kind(path).what}): {reason}") from None

@@ -4,8 +4,10 @@ A category comes as training shapes and test shapes. The method may look at the 
 their labels (StableKeypoints optimises its embeddings on them; a diffuser trained elsewhere ignores them).
 Its keypoints on the training shapes and their annotations fit the regressor (StableKeypoints' protocol);
 the test shapes give DAS, keypoint correlation (when the shapes have part labels) and regression error. The
-random baseline puts K keypoints on uniformly drawn points of every shape and goes through the same steps.
-Split figures are means over categories.
+random baseline puts K keypoints on uniformly drawn points of every shape and goes through the same steps;
+the control (:func:`fixed_positions_method`) knows nothing of a shape but its alignment. On aligned shapes
+the control scores about as well as the methods: a figure above random is evidence of a method only where it
+is also above the control. Split figures are means over categories.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def _rounded(d: Mapping[str, float]) -> dict[str, float | None]:
 def evaluate_method(tasks: Sequence[CategoryTask], method: Method, k: int, *, seed: int = 0,
                     keep_predictions: bool = False) -> dict[str, Any]:
     """Run ``method`` on every category; returns split figures (means over categories) beside the random
-    baseline's (``<figure>_random``), ``per_category``, shape counts and times.
+    baseline's (``<figure>_random``) and the no-model control's (``<figure>_control``), ``per_category``,
+    shape counts and times.
 
     With ``keep_predictions`` the test keypoints come back too (``predictions``: ``{category: [(K, 3)]}``),
     for pictures.
@@ -93,7 +96,10 @@ def evaluate_method(tasks: Sequence[CategoryTask], method: Method, k: int, *, se
         predict_s += time.perf_counter() - t
         shapes += len(task.train) + len(task.test)
         mine, rand = score(task, train_kps, test_kps), score_random(task, k, seed)
+        fixed = fixed_positions_method(k)(task.train)
+        control = score(task, [fixed(s) for s in task.train], [fixed(s) for s in task.test])
         per_category[task.category] = {**_rounded(mine), **{f"{f}_random": v for f, v in _rounded(rand).items()},
+                                       **{f"{f}_control": v for f, v in _rounded(control).items()},
                                        "train": len(task.train), "test": len(task.test)}
         if keep_predictions:
             predictions[task.category] = test_kps
@@ -101,6 +107,7 @@ def evaluate_method(tasks: Sequence[CategoryTask], method: Method, k: int, *, se
     for f in FIGURES:
         report[f] = _mean([c[f] for c in per_category.values()])
         report[f"{f}_random"] = _mean([c[f"{f}_random"] for c in per_category.values()])
+        report[f"{f}_control"] = _mean([c[f"{f}_control"] for c in per_category.values()])
     report.update({"k": k, "categories": sorted(per_category), "per_category": per_category,
                    "fit_seconds": round(fit_s, 2), "predict_seconds_per_shape": round(predict_s / max(shapes, 1), 4)})
     if keep_predictions:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from patchalign3d.cli import main
 
@@ -40,10 +41,17 @@ def test_discover_diffuser_trains_when_no_checkpoint_is_given(bicycles, backbone
     (["{shapes}", "--k", "0"], "--k must be >= 1", 2),
     (["{shapes}", "--method", "diffuser", "--diffuser", "/no/d.ckpt"], "no such diffuser checkpoint", 1),
     (["{shapes}", "--png", "{empty}"], "--png", 2),  # a folder where a file is wanted, refused before any work
+    (["{shapes}", "--method", "diffuser", "--diffuser", "{notes}"],
+     "notes.ckpt is not a KeyPointDiffuser checkpoint (a text file)", 1),
+    (["{shapes}", "--method", "diffuser", "--diffuser", "{cut}"], "cut.ckpt is not a KeyPointDiffuser checkpoint", 1),
 ])
 def test_mistakes_are_one_line_errors(bicycles, tmp_path, capsys, args, message, code):
     (tmp_path / "empty").mkdir()
-    args = [a.format(empty=tmp_path / "empty", shapes=bicycles) for a in args]
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint\n")
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, tmp_path / "cut.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "cut.ckpt").read_bytes()[:200])  # a write cut short
+    args = [a.format(empty=tmp_path / "empty", shapes=bicycles, notes=tmp_path / "notes.ckpt", cut=tmp_path / "cut.ckpt")
+            for a in args]
     assert main(["keypoints", "discover", *args]) == code
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -105,3 +105,25 @@ def test_fit_predict_and_checkpoint(backbone_dir, clouds, tmp_path):
     shutil.rmtree(backbone)
     restored = KeyPointDiffuser.load_from_checkpoint(ckpt, map_location="cpu")
     np.testing.assert_allclose(restored.predict(clouds[1]).positions, kps.positions, atol=1e-6)
+
+
+def test_a_module_made_by_lightning_cli_stands_alone(backbone_dir, clouds, tmp_path):
+    """LightningCLI saves the arguments it was given as hyperparameters (lightning/pytorch/cli.py, the
+    _given_hyperparameters_context around instantiation), where backbone_config is None: the checkpoint of
+    `lightning fit -c configs/keypoints/diffuser.yaml` must still rebuild the backbone once its file is gone."""
+    import lightning
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(backbone_dir, backbone)
+    given = {"backbone": str(backbone), "k": 3, **SMALL, "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+    with _given_hyperparameters_context(given, "lightning.pytorch.cli.instantiate_module"):
+        module = KeyPointDiffuser(str(backbone), k=3, **SMALL).eval()
+    assert module.hparams["backbone_config"] is not None
+    ckpt = tmp_path / "cli.ckpt"  # the keys Lightning's checkpoint connector writes for a module
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": lightning.__version__}, ckpt)
+    expected = module.predict(clouds[1]).positions
+    shutil.rmtree(backbone)
+    restored = KeyPointDiffuser.load_from_checkpoint(ckpt, map_location="cpu")
+    np.testing.assert_allclose(restored.predict(clouds[1]).positions, expected, atol=1e-6)

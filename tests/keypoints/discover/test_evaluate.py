@@ -47,12 +47,13 @@ def test_picture_and_report_lines(bicycles, tmp_path):
     png = consistency_png([(s.points, s.annotated.positions) for s in shapes[:3]], tmp_path / "p.png",
                           title="t", labels=[s.uid for s in shapes[:3]])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    fig = {"das": 0.9, "das_random": 0.3, "regression_error": 0.05, "regression_error_random": 0.2,
-           "correlation": None, "correlation_random": 0.5}
+    fig = {"das": 0.9, "das_random": 0.3, "das_control": 0.88, "regression_error": 0.05, "regression_error_random": 0.2,
+           "regression_error_control": 0.04, "correlation": None, "correlation_random": 0.5}
     lines = demo_unsupervised_lines({"k": 2, "smoke_run": True, "embeddings": {"test_unseen": fig},
                                      "diffuser": {}, "pictures": ["pictures/x.png"]})
     text = "\n".join(lines)
-    assert "Smoke run" in text and "| embeddings | test_unseen | 0.900 | 0.300 | 0.050 | 0.200 | — | 0.500 |" in text
+    assert "Smoke run" in text and "| embeddings | test_unseen | 0.900 | 0.300 | 0.880 | 0.050 | 0.200 | 0.040 | — |" in text
+    assert "the control scores about as well as the methods" in text
     assert "![x](pictures/x.png)" in text
     assert demo_unsupervised_lines({"skipped": "why"})[-1].endswith("not scored: why")
 
@@ -79,6 +80,11 @@ def test_embeddings_beat_random_keypoints(beds, tiny_model):
     report = evaluate_method(beds, method, k=4)
     assert report["das"] >= report["das_random"] + 0.2  # measured 0.79 against 0.37
     assert report["regression_error"] <= 0.5 * report["regression_error_random"]  # 0.04 against 0.27
+    # every report carries the no-model control beside random: here it scores as well (aligned beds)
+    from patchalign3d.keypoints.discover.evaluate import fixed_positions_method
+
+    control = evaluate_method(beds, fixed_positions_method(4), k=4)
+    assert (report["das_control"], report["regression_error_control"]) == (control["das"], control["regression_error"])
 
 
 def test_diffuser_keypoints_carry_the_shape_unlike_random(beds, tiny_model):
