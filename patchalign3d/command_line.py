@@ -30,6 +30,7 @@ USER_ERRORS = (OSError, ValueError, KeyError)
 PYTHON_TO_FLAGS = (
     ("Build a bank that contains them with TextBank.build(names, encoder).",
      "Use names the bank holds, or --text-encoder instead of --text-bank (the names are then encoded)."),
+    ("pass trust_pickle=True (--trust-pickle on the command line)", "pass --trust-pickle"),
 )
 CHECKPOINT_HINT = "Pass --checkpoint PATH (a released .pt, a Lightning .ckpt or a save_pretrained folder)."
 TEXT_HINT = "Pass --text-encoder minilm (works offline) or --text-bank FILE (a saved TextBank)."

@@ -75,3 +75,20 @@ def densest_clusters(points: np.ndarray, weights: np.ndarray, labels: np.ndarray
     centres = np.array([np.average(points[labels == c], axis=0, weights=weights[labels == c]) for c in ids])
     order = np.argsort(-totals, kind="stable")
     return centres[order], totals[order]
+
+
+def drop_hollow_clusters(points: np.ndarray, weights: np.ndarray, labels: np.ndarray, max_gap: float) -> np.ndarray:
+    """``labels`` with every hollow cluster turned to noise (``-1``): one whose weighted centroid is farther than
+    ``max_gap`` (in the points' units) from every member.
+
+    That centroid would be a keypoint in mid-air: several instances merged into one cluster because none got
+    ``min_cluster_size`` answers of its own (few views: HDBSCAN's single-cluster fallback then takes them all),
+    or a ring. Answers around one spot, even spread over the faces of a corner, keep their centroid among them.
+    """
+    out = np.asarray(labels).copy()
+    for c in np.unique(out[out >= 0]):
+        member = out == c
+        centre = np.average(points[member], axis=0, weights=weights[member])
+        if np.linalg.norm(points[member] - centre, axis=1).min() > max_gap:
+            out[member] = -1
+    return out

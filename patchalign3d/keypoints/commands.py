@@ -237,7 +237,7 @@ def _keypoints(args: argparse.Namespace) -> int:
         print(f"  absent ({why}): {listed}")
     for name in kps.names:
         if args.mode == "lift" and not len(kps.of(name)) and name not in kps.absent:
-            print(f"  {name}: no cluster of 10 or more answers formed ({kps.info['candidates'][name]} back-projected "
+            print(f"  {name}: no compact cluster of 10 or more answers formed ({kps.info['candidates'][name]} back-projected "
                   f"answers from {args.views} views); try more --views")
     if args.json:
         print(f"wrote {kps.save_json(args.json)}")

@@ -98,7 +98,7 @@ def detect_keypoints(
         return prototypes.predict(shape, names, num_points=num_points, seed=seed)
     if mode == "lift":
         return lift_to_keypoints(shape, names, model=model, text=text, pointer=pointer, num_points=num_points,
-                                 seed=seed, **lift_options)
+                                 seed=seed, up_axis=up_axis, **lift_options)
     if lift_options:
         raise TypeError(f"unexpected keyword arguments {sorted(lift_options)} for mode={mode!r}")
 

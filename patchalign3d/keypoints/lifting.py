@@ -11,7 +11,9 @@ For each keypoint name (ZeroKey, sections 4.2-4.3):
 4. cluster all views' points with weighted HDBSCAN (:mod:`patchalign3d.keypoints.cluster`, min cluster size
    10) and keep every cluster holding at least ``min_cluster_share`` of the name's weight, heaviest first
    (a name may have several instances: ZeroKey's figure 3 finds every corner of a table for one prompt);
-   ``all_clusters=False`` keeps only the heaviest.
+   ``all_clusters=False`` keeps only the heaviest. A cluster whose centroid is more than ``HOLLOW_GAP`` from
+   every one of its points is dropped: with few views, instances that each got fewer than 10 answers merge
+   into one cluster centred in mid-air (HDBSCAN's single-cluster fallback).
 
 Equation 3 sums a Gaussian ``exp(-|p - p_mn|^2 / (2 sigma^2)) / (sigma sqrt(2 pi))``, ``sigma = h / 3``, over
 a set ``N_ij`` of answers whose patch contains the answer ``p_ij``. Two readings (``weighting``):
@@ -40,7 +42,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from patchalign3d.data.io import load_mesh
-from patchalign3d.keypoints.cluster import densest_clusters, weighted_hdbscan
+from patchalign3d.keypoints.cluster import densest_clusters, drop_hollow_clusters, weighted_hdbscan
 from patchalign3d.keypoints.pointers import FeaturePointer, Pointer2D, RenderedView, visible
 from patchalign3d.keypoints.result import Keypoints
 from patchalign3d.keypoints.shapes import as_shape, diagonal, validate_names
@@ -55,6 +57,9 @@ RIGS = ("orthographic", "pinhole")
 #: Default share of a name's candidate weight a cluster must hold to be a keypoint, chosen with the perfect
 #: pointer on the demo's validation shapes (BENCHMARKS.md, "Lifting").
 DEFAULT_MIN_CLUSTER_SHARE = 0.05
+#: Largest gap between a cluster's centroid and its nearest point, in the normalised frame (mesh in a sphere of
+#: radius 0.95): 5 % of its diameter.
+HOLLOW_GAP = 0.095
 #: Depth agreement (normalised units) for a projected point to count as seen by a view when voting.
 VOTE_TOLERANCE = 0.02
 
@@ -285,6 +290,7 @@ def lift_keypoints(
         seconds["backproject"] += time.perf_counter() - t
         t = time.perf_counter()
         labels = weighted_hdbscan(cand, w, min_cluster_size=min_cluster_size)
+        labels = drop_hollow_clusters(cand, w, labels, max_gap=HOLLOW_GAP)
         centres, totals = densest_clusters(cand, w, labels)
         shares = totals / w.sum() if len(totals) else totals
         keep = shares >= min_cluster_share if all_clusters else np.arange(len(totals)) < 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,8 @@ DEFAULT_REPO = "patchalign3d/patchalign3d-encoder"
 DEFAULT_FILENAME = "patchalign3d.pt"
 #: Key under which this package's Lightning checkpoints describe themselves.
 LIGHTNING_KEY = "patchalign3d"
+#: Terminal colour codes PyTorch puts in its messages (kept out of one-line errors).
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def safe_load(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
@@ -53,7 +56,7 @@ def safe_load(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
             raise CheckpointError(
                 f"{path} needs full unpickling, which can run arbitrary code; it was refused. "
                 "If you trust where this file came from, pass trust_pickle=True "
-                f"(--trust-pickle on the command line). Details: {str(err).splitlines()[0]}"
+                f"(--trust-pickle on the command line). Details: {_ANSI.sub('', str(err).splitlines()[0])}"
             ) from None
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError) as err:

@@ -58,3 +58,20 @@ def test_too_few_points_and_bad_weights():
         weighted_hdbscan(blobs(0), -np.ones(60))
     with pytest.raises(ValueError, match="60 points but 3 weights"):
         weighted_hdbscan(blobs(0), np.ones(3))
+
+
+def test_instances_merged_for_want_of_answers_give_no_keypoint_in_mid_air():
+    """Four leg ends with 6 answers each (fewer than min_cluster_size 10, as with few views): HDBSCAN's
+    single-cluster fallback merges answers of several ends, whose centroid lies in mid-air. That cluster
+    is dropped; one leg end with 40 answers is kept."""
+    from patchalign3d.keypoints.cluster import drop_hollow_clusters
+
+    rng = np.random.default_rng(1)
+    ends = np.array([[0.5, 0, 0], [-0.5, 0, 0], [0, 0, 0.5], [0, 0, -0.5]])
+    x = np.concatenate([e + rng.normal(0, 0.01, (6, 3)) for e in ends])
+    labels = weighted_hdbscan(x, None, min_cluster_size=10)
+    assert set(labels.tolist()) == {-1, 0} and len({i // 6 for i in np.flatnonzero(labels == 0)}) > 1  # ends merged
+    assert (drop_hollow_clusters(x, np.ones(len(x)), labels, max_gap=0.1) == -1).all()
+    blob = ends[0] + rng.normal(0, 0.01, (40, 3))
+    kept = weighted_hdbscan(blob, None, min_cluster_size=10)
+    assert (kept == 0).any() and np.array_equal(drop_hollow_clusters(blob, np.ones(40), kept, max_gap=0.1), kept)

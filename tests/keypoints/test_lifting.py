@@ -182,3 +182,21 @@ def test_bad_lift_arguments(chair):
         lift_keypoints(trimesh.Trimesh(np.eye(3), np.zeros((0, 3), int)), ["x"], oracle([0, 0, 0]))
     with pytest.raises(ValueError, match="weighting"):
         lift_keypoints(chair.mesh, ["x"], oracle([0, 0, 0]), weighting="mean")
+
+
+def test_lift_mode_renders_about_the_given_up_axis(chair, monkeypatch):
+    """detect_keypoints(mode="lift", up_axis="z") must orbit the cameras about z (it used to keep y)."""
+    import patchalign3d.keypoints.lifting as lifting
+
+    seen, real = [], lifting.render_views
+
+    def spy(mesh, **kwargs):
+        seen.append(kwargs["up_axis"])
+        return real(mesh, **kwargs)
+
+    monkeypatch.setattr(lifting, "render_views", spy)
+    legs = np.asarray(chair.keypoints["leg end"])
+    for up in ("z", "y"):
+        detect_keypoints(chair.mesh, ["leg end"], mode="lift", num_points=256, up_axis=up,
+                         pointer=OraclePointer({"leg end": legs}), views=8, resolution=64)
+    assert seen == ["z", "y"]

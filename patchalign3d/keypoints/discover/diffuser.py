@@ -233,6 +233,9 @@ def load_diffuser(path: str | os.PathLike, *, trust_pickle: bool = False) -> Key
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such diffuser checkpoint: {path}")
+    kind = sniff_file_kind(path)
+    if not kind.is_torch:  # never handed to the unpickler
+        raise ValueError(f"{path} is not a KeyPointDiffuser checkpoint: it is {kind.what}")
     try:
         return KeyPointDiffuser.load_from_checkpoint(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as err:  # torch, pickle and Lightning each raise their own kinds for a bad file
@@ -241,4 +244,4 @@ def load_diffuser(path: str | os.PathLike, *, trust_pickle: bool = False) -> Key
             reason = "it holds pickled objects beyond tensors; pass --trust-pickle if you trust its source"
         elif isinstance(err, KeyError):
             reason = f"no {err} entry: not a Lightning checkpoint of a KeyPointDiffuser"
-        raise ValueError(f"{path} is not a KeyPointDiffuser checkpoint ({sniff_file_kind(path).what}): {reason}") from None
+        raise ValueError(f"{path} is not a KeyPointDiffuser checkpoint ({kind.what}): {reason}") from None

@@ -42,7 +42,7 @@ def test_discover_diffuser_trains_when_no_checkpoint_is_given(bicycles, backbone
     (["{shapes}", "--method", "diffuser", "--diffuser", "/no/d.ckpt"], "no such diffuser checkpoint", 1),
     (["{shapes}", "--png", "{empty}"], "--png", 2),  # a folder where a file is wanted, refused before any work
     (["{shapes}", "--method", "diffuser", "--diffuser", "{notes}"],
-     "notes.ckpt is not a KeyPointDiffuser checkpoint (a text file)", 1),
+     "notes.ckpt is not a KeyPointDiffuser checkpoint: it is a text file", 1),
     (["{shapes}", "--method", "diffuser", "--diffuser", "{cut}"], "cut.ckpt is not a KeyPointDiffuser checkpoint", 1),
 ])
 def test_mistakes_are_one_line_errors(bicycles, tmp_path, capsys, args, message, code):
