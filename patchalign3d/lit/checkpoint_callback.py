@@ -7,7 +7,9 @@ What it adds to ``ModelCheckpoint``:
 * ``last.ckpt`` is always this run's newest: no ``last-v1.ckpt`` (``enable_version_counter=False``), and a new
   run (no ``--ckpt_path``) refuses a folder that already holds checkpoints instead of mixing with them;
 * with ``save_last``, ``last.ckpt`` is also written at every epoch end and when training ends, whatever the
-  step or time interval (``every_n_train_steps`` / ``train_time_interval``) that writes it within epochs;
+  step or time interval (``every_n_train_steps`` / ``train_time_interval``) that writes it within epochs; an
+  interval that falls on an epoch's last batch is left to that epoch-end save (a checkpoint taken on the last
+  batch trips Lightning's restart counters on a second resume);
 * atomic writes and a resume that skips damaged files (installs
   :class:`~patchalign3d.lit.checkpoint_files.AtomicCheckpointIO` unless another ``CheckpointIO`` is set);
 * checks before the first step: the folder is writable and has room for two checkpoints (the one being
@@ -134,6 +136,14 @@ class ResumableCheckpoint(ModelCheckpoint):
                 )
 
     # -- when last.ckpt is written -------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        # An interval that lands on an epoch's last batch is left to the epoch-end save moments later (same
+        # weights). Lightning (2.6) resumes once from a checkpoint taken on a last batch, but the resumed run then
+        # skips the next epoch's start counters, and a checkpoint it writes replays an epoch on the next resume.
+        if self.save_last and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+
     def _save_last_now(self, trainer: Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

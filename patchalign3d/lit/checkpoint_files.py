@@ -15,6 +15,7 @@ back to the newest intact checkpoint of the same folder, saying so (:func:`intac
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import zipfile
@@ -45,6 +46,12 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` through a temporary file in the same folder, fsync'd, then renamed.
 
@@ -55,6 +62,7 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, part = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
     try:
+        os.chmod(part, 0o666 & ~_umask())  # mkstemp makes 0600 files; a checkpoint is shared like any file
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -63,9 +71,12 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(part)
-        if isinstance(err, OSError):
-            raise OSError(err.errno, f"could not write checkpoint {path}: {err.strerror or err}; the checkpoints "
-                                     f"already in {path.parent} are intact") from err
+        # torch reports a full disk as a RuntimeError of its zip writer ("unexpected pos ...")
+        if isinstance(err, OSError) or (isinstance(err, RuntimeError) and "inline_container" in str(err)):
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+            raise OSError(getattr(err, "errno", None) or errno.EIO, f"could not write checkpoint {path}: {reason} (is the disk "
+                                                       f"full?); the checkpoints already in {path.parent} are "
+                                                       "intact") from err
         raise
     _fsync_folder(path.parent)
     return path

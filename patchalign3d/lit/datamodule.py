@@ -157,7 +157,13 @@ class StoreDataModule(LightningDataModule):
         """The store's ``store_info.json`` (read once)."""
         if self._info is None:
             # Item counts checked against store_info.json and the uid lists; later reads stay on this version.
-            self._root, _ = check_store(self.store)
+            try:
+                self._root, _ = check_store(self.store)
+            except FileNotFoundError as err:  # the usual first mistake: training before the store was built
+                raise TrainingSetupError(
+                    f"{err}. Build it first with python -m data_engine precompute -c <data config> (the README's "
+                    "Training steps), or point --data.store at a published store"
+                ) from None
             self._info = read_store_info(self._root)
         return self._info
 

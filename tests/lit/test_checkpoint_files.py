@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 import tempfile
 
@@ -43,6 +44,31 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(target, weights_only=True)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_torchs_own_full_disk_error_names_the_checkpoint(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as RuntimeError("[enforce fail at inline_container.cc:672] .
+    unexpected pos ..."), never an OSError."""
+    target = tmp_path / "last.ckpt"
+    files.save_atomically(checkpoint(1), target)
+
+    def zip_writer_fails(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 567104 vs 566992")
+
+    monkeypatch.setattr(files.torch, "save", zip_writer_fails)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*last\.ckpt: .*unexpected pos .*is the disk full"):
+        files.save_atomically(checkpoint(2), target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["global_step"] == 1 and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_checkpoint_is_readable_as_the_umask_allows(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = files.save_atomically(checkpoint(1), tmp_path / "last.ckpt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: colleagues can export or init_from it
 
 
 def test_a_kill_mid_write_leaves_a_temporary_file_that_the_next_run_removes(tmp_path):

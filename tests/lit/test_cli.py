@@ -78,6 +78,11 @@ def test_setup_problems_are_one_sentence(tiny_store, tiny_bank, tmp_path, capsys
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: the model could not be built: init_from=") and "no_stage1.ckpt" in last
 
+    # training before the store exists (the README's step 3 without steps 1-2): one line saying what to run
+    assert main([*args, "--data.store", str(tmp_path / "no_store")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no_store" in last and "python -m data_engine precompute" in last
+
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert main([*args, "--trainer.default_root_dir", str(blocker)]) == 2

@@ -102,7 +102,9 @@ def test_collate_merges_same_name_masks():
 
 
 def test_bad_input_raises(tiny_store, tmp_path):
-    with pytest.raises(FileNotFoundError, match="store_info.json"):
+    from patchalign3d.lit import TrainingSetupError
+
+    with pytest.raises(TrainingSetupError, match=r"store_info\.json not found.*python -m data_engine precompute"):
         _dm(tmp_path).setup("fit")
     (tmp_path / "store_info.json").write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(ValueError, match="schema_version"):

@@ -23,7 +23,7 @@ STEPS_PER_EPOCH, EPOCHS = 4, 3
 
 
 def fit(stage: int, root: Path, store: Path, bank: Path, init_from: Path | None = None, kill: int | None = None,
-        ckpt_path: str | None = None, workers: int = 0) -> tuple[Trainer, RecordUids]:
+        ckpt_path: str | None = None, workers: int = 0, every: int = 3) -> tuple[Trainer, RecordUids]:
     """One run of ``stage``; returns its trainer (``None`` if killed) and the uids of every batch it trained."""
     torch.manual_seed(1234)  # module initialisation; a resumed run overwrites it from the checkpoint
     common = dict(lr_schedule="cosine", warmup_steps=2, **TINY_DROP)
@@ -37,7 +37,7 @@ def fit(stage: int, root: Path, store: Path, bank: Path, init_from: Path | None 
         data = StoreDataModule(str(store), batch_size=2, num_points=64, num_workers=workers, with_features=False,
                                augment="release")
     record = RecordUids()
-    callbacks = [ResumableCheckpoint(every_n_train_steps=3, save_last=True, save_top_k=0), record]
+    callbacks = [ResumableCheckpoint(every_n_train_steps=every, save_last=True, save_top_k=0), record]
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, deterministic=True, max_epochs=EPOCHS, limit_val_batches=1,
                       default_root_dir=str(root), callbacks=callbacks + ([KillAtStep(kill)] if kill else []))
@@ -113,3 +113,17 @@ def test_killed_run_resumes_to_the_same_weights(stage, kill, uninterrupted, tiny
 def test_killed_run_resumes_to_the_same_weights_at_every_kind_of_step(stage, kill, uninterrupted, tiny_store,
                                                                        tiny_bank, stage1_ckpt, tmp_path):
     check_kill_and_resume(stage, kill, uninterrupted, tiny_store, tiny_bank, stage1_ckpt, tmp_path)
+
+
+def test_a_resumed_run_resumes_again_when_a_checkpoint_fell_on_an_epochs_last_batch(uninterrupted, tiny_store,
+                                                                                    tiny_bank, tmp_path):
+    """Every 4 steps with 4 steps per epoch: each interval lands on an epoch's last batch. Lightning 2.6 resumes
+    once from a checkpoint taken there, but then skips the next epoch's start counters, so the checkpoint the
+    resumed run writes replays an epoch on a second resume (the chain ended at step 15 instead of 12, other
+    weights). ResumableCheckpoint leaves such a step to the epoch-end save of the same weights."""
+    reference, reference_uids = uninterrupted(1)
+    assert fit(1, tmp_path, tiny_store, tiny_bank, kill=6, every=4)[0] is None  # last.ckpt: step 4
+    assert fit(1, tmp_path, tiny_store, tiny_bank, kill=10, every=4, ckpt_path="last")[0] is None  # step 8
+    resumed, after = fit(1, tmp_path, tiny_store, tiny_bank, ckpt_path="last", every=4)
+    assert resumed.global_step == STEPS_PER_EPOCH * EPOCHS and after.uids == reference_uids[8:]
+    assert_bitwise_equal(final_state(resumed), reference, "final")
