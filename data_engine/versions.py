@@ -19,11 +19,11 @@ versions are deleted once superseded twice; a version being built is protected b
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
 
+from patchalign3d.durable import fsync_folder
 from patchalign3d.store_check import CURRENT
 
 from .leases import new_token, read_lease
@@ -58,15 +58,6 @@ def current_version(store: Path) -> str | None:
     return _link_target(store, CURRENT)
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _point(store: Path, link: str, target: str) -> None:
     """Make ``store/link`` a symlink to ``target`` in one rename (replacing a file or symlink there)."""
     tmp = store / f".{link}.{new_token()}.link"
@@ -96,7 +87,7 @@ def swap_current(store: Path, name: str) -> str | None:
     """Make version ``name`` the visible one (the one atomic step); returns the version it replaced."""
     before = current_version(store)
     _point(store, CURRENT, f"{VERSIONS}/{name}")
-    _fsync_dir(store)
+    fsync_folder(store)
     if before is not None and before != name:
         _point(store, PREVIOUS, f"{VERSIONS}/{before}")
     ensure_public_links(store)

@@ -27,6 +27,7 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from ..durable import fsync_folder
 from .errors import TrainingSetupError
 
 __all__ = ["PART_SUFFIX", "AtomicCheckpointIO", "checkpoint_problem", "intact_checkpoint", "latest_checkpoint",
@@ -34,16 +35,6 @@ __all__ = ["PART_SUFFIX", "AtomicCheckpointIO", "checkpoint_problem", "intact_ch
 
 #: Suffix of the temporary file a checkpoint is written to before its rename (never matches ``*.ckpt``).
 PART_SUFFIX = ".part"
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows), where it is skipped.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _umask() -> int:
@@ -78,7 +69,7 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> Path:
                                                        f"full?); the checkpoints already in {path.parent} are "
                                                        "intact") from err
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return path
 
 
