@@ -90,7 +90,7 @@ def read_run(store: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return _read_json(path, ("plan", "nodes", "shapes", "settings", "by"),
-                      "start the nodes again with --new-run (finished records are kept and reused)")
+                      "run precompute again with --new-run on every node (finished records are kept and reused)")
 
 
 def published_plan_id(store: Path) -> str | None:

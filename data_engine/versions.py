@@ -86,10 +86,11 @@ def ensure_public_links(store: Path) -> None:
 def swap_current(store: Path, name: str) -> str | None:
     """Make version ``name`` the visible one (the one atomic step); returns the version it replaced."""
     before = current_version(store)
-    _point(store, CURRENT, f"{VERSIONS}/{name}")
-    fsync_folder(store)
+    # `previous` first: a garbage collector reading the links at any moment keeps the version being replaced
     if before is not None and before != name:
         _point(store, PREVIOUS, f"{VERSIONS}/{before}")
+    _point(store, CURRENT, f"{VERSIONS}/{name}")
+    fsync_folder(store)
     ensure_public_links(store)
     return before
 

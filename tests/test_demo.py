@@ -74,6 +74,7 @@ def test_quick_demo_end_to_end_and_deterministic(tmp_path, capsys):
             assert (first / p).is_file() and f"]({p})" in results
     assert "| test_hard |" in results and "Mean over the held-out categories" in results
     assert SMOKE_RUN_NOTE in results and "target >=" not in results and "NOT met" not in results
+    assert (first / "eval" / "test_unseen.md").read_text().startswith(SMOKE_RUN_NOTE)  # every table of a smoke run
     keypoints = metrics["keypoints"]  # zero-shot, few-shot, lifting and chance keypoint IoU on seen and held-out shapes
     for split in ("test_seen", "test_unseen"):
         assert set(keypoints[split]["iou"]) == {"zero_shot", "few_shot", "lift", "lift_oracle", "chance"}

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         "file (-c) < flags. Find3D's files (--protocol find3d, --rotation find3d, --subset find3d, --prompts "
         "find3d-topk) are read from --protocol-dir or $PATCHALIGN3D_FIND3D_DIR. " + EXIT_STATUS_HELP.capitalize() + ".",
     )
-    p.add_argument("benchmark", choices=sorted(DATASETS), help="which benchmark")
+    p.add_argument("benchmark", choices=sorted(DATASETS),
+                   help="which benchmark (keypoints: `patchalign3d evaluate keypointnet --help`)")
     p.add_argument("--root", default=S, help="the benchmark's folder")
     p.add_argument(
         "-c", "--config", default=None, help="YAML: benchmark, root, split, dataset, protocol, run options"

@@ -250,7 +250,7 @@ def test_a_damaged_run_file_is_named_with_the_way_out(tmp_path, twelve, monkeypa
     store, config = _setup(tmp_path, twelve)
     store.mkdir()
     (store / ".run.json").write_text("")  # a process killed between creating and writing it
-    with pytest.raises(ValueError, match=r"\.run\.json is damaged \(empty\): start the nodes again with --new-run"):
+    with pytest.raises(ValueError, match=r"\.run\.json is damaged \(empty\): run precompute again with --new-run"):
         _node(monkeypatch, 1, None, config)
     assert _node(monkeypatch, 1, None, config, new_run=True)["published"]
     assert sum(map(len, _items(store).values())) == 12
