@@ -64,7 +64,7 @@ def _keypoints_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--json", default=None, help="write the keypoints (names, indices, positions, scores) as JSON")
     p.add_argument("--png", default=None, help="write a picture of the shape with each keypoint marked and named")
-    p.add_argument("--num-points", type=int, default=2048, help="points sampled on a mesh's surface")
+    p.add_argument("--num-points", type=_positive, default=2048, help="points sampled on a mesh's surface")
     p.add_argument("--nms-radius", type=float, default=0.1, help="geodesic suppression radius, fraction of the shape's diagonal")
     p.add_argument("--min-relative-score", type=float, default=None, help="peaks must reach this fraction of the field's range")
     _add_detector_args(p)
@@ -90,11 +90,25 @@ def _probability(text: str) -> float | None:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
 def _add_detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-probability", type=_probability, default=DEFAULT_MIN_PROBABILITY,
                    help="zero-shot (and the feature pointer): a name whose best patch probability under the model's "
                         f"sigmoid stays below this is absent (default {DEFAULT_MIN_PROBABILITY}; 'none' asks every name)")
-    p.add_argument("--max-instances", type=int, default=8, help="at most this many keypoints per name (zero-shot)")
+    p.add_argument("--max-instances", type=_positive, default=8, help="at most this many keypoints per name (zero-shot)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="move each peak inside its patch up the field's local plane: point resolution (default: on for "
                         "zero-shot, whose peaks sit on patch centres; off for few-shot, whose field is finer already)")
@@ -111,8 +125,8 @@ def _add_lift_args(lift, *, oracle: str) -> None:
                            f"'oracle': {oracle} projected into each view (the upper bound of lifting)")
     lift.add_argument("--molmo-model", default=None, help="Molmo repo id or folder (default allenai/Molmo-7B-D-0924)")
     lift.add_argument("--trust-remote-code", action="store_true", help="allow Molmo v1's model code from the Hub to run")
-    lift.add_argument("--views", type=int, default=26, help="rendered views (ZeroKey: 26)")
-    lift.add_argument("--resolution", type=int, default=512)
+    lift.add_argument("--views", type=_positive, default=26, help="rendered views (ZeroKey: 26)")
+    lift.add_argument("--resolution", type=_positive, default=512)
     lift.add_argument("--rig", default="orthographic", choices=RIGS,
                       help="'orthographic': the data engine's orbit; 'pinhole': rings of views plus top and bottom (ZeroKey's)")
     lift.add_argument("--weighting", default=DEFAULT_WEIGHTING, choices=WEIGHTINGS,
@@ -124,7 +138,7 @@ def _add_lift_args(lift, *, oracle: str) -> None:
                                "name's weight, heaviest first (default)")
     clusters.add_argument("--one-per-name", dest="all_clusters", action="store_false",
                           help="only the heaviest cluster of each name")
-    lift.add_argument("--min-cluster-share", type=float, default=DEFAULT_MIN_CLUSTER_SHARE,
+    lift.add_argument("--min-cluster-share", type=_fraction, default=DEFAULT_MIN_CLUSTER_SHARE,
                       help=f"see --all-clusters (default {DEFAULT_MIN_CLUSTER_SHARE})")
     lift.add_argument("--device", default=None, help="where Molmo runs")
 

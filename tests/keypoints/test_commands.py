@@ -183,3 +183,13 @@ def test_evaluate_keypointnet_errors(kpnet, tmp_path, capsys):
     assert "unknown shape" in capsys.readouterr().err
     assert main(["evaluate", "keypointnet", "--root", str(tmp_path / "none"), "--predictions", "x.json"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--views", "0"), ("--resolution", "0"), ("--max-instances", "-1"),
+                                         ("--num-points", "0"), ("--min-cluster-share", "1.5")])
+def test_out_of_range_numbers_are_usage_errors(flag, value, capsys):
+    """Refused by the parser (exit status 2) before any model loads; --resolution 0 used to exit 0 with every
+    name "absent", --views 0 to exit 1."""
+    with pytest.raises(SystemExit) as stop:
+        main(["keypoints", "example:chair", "--names", "leg end", "--mode", "lift", flag, value])
+    assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
